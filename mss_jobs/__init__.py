@@ -1,0 +1,3 @@
+"""mss-jobs: music source separation at catalog scale."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Audio edge: decode, probe, resample and encode, block by block."""

@@ -1,0 +1,1 @@
+"""Separators: the protocol, the registry, built-in DSP models."""
