@@ -46,7 +46,9 @@ def _window_at(shape: WindowShape, position: torch.Tensor) -> torch.Tensor:
     raise ConfigError(f"unknown window shape {shape!r}; expected one of {_WINDOW_SHAPES}")
 
 
-def stft_window(shape: WindowShape, size: FftSize, *, device: torch.device | None = None) -> torch.Tensor:
+def stft_window(
+    shape: WindowShape, size: FftSize, *, device: torch.device | None = None
+) -> torch.Tensor:
     """Periodic (DFT-even) analysis window of `size` samples, the STFT convention."""
     position = torch.arange(size, dtype=torch.float64, device=device) / size
     return _window_at(shape, position).to(torch.float32)
