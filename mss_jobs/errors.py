@@ -15,8 +15,11 @@ and a human message that names the offending value. Errors are split by what a c
     │   ├── ConfigError           a request or setting is invalid      config.invalid
     │   │   ├── UnknownModelError         model.unknown
     │   │   └── DerivedStemsError         config.derived_stems
-    │   └── OutputError           a stem could not be encoded/written  output.write_failed
+    │   ├── OutputError           a stem could not be encoded/written  output.write_failed
+    │   └── StorageError          object storage refused for good      storage.failed
+    │                             (missing bucket, access denied, bad credentials, bad request)
     └── TransientError            worth retrying with backoff (network, storage, database, broker)
+        └── StorageUnavailableError       storage.unavailable   (unreachable, throttled, 5xx)
 
 Foreign exceptions (soundfile, PyAV, boto3, SQLAlchemy …) are mapped to this tree at the edge
 that calls them: `raise AudioDecodeError(msg) from exc`.
@@ -36,6 +39,8 @@ __all__ = [
     "NonFiniteAudioError",
     "OutputError",
     "PermanentError",
+    "StorageError",
+    "StorageUnavailableError",
     "TransientError",
     "UnknownModelError",
     "UnsupportedFormatError",
@@ -109,3 +114,19 @@ class DerivedStemsError(ConfigError):
 
 class OutputError(PermanentError):
     code = "output.write_failed"
+
+
+class StorageError(PermanentError):
+    """Object storage refused the request in a way retrying cannot fix.
+
+    Missing bucket, access denied, bad credentials, an invalid request. A missing *object* is not
+    this: that is `InputNotFoundError`.
+    """
+
+    code = "storage.failed"
+
+
+class StorageUnavailableError(TransientError):
+    """Object storage is unreachable, throttling or failing server-side: retry with backoff."""
+
+    code = "storage.unavailable"

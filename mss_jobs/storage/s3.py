@@ -1,0 +1,383 @@
+"""S3-compatible object storage (AWS, MinIO, moto …) through boto3. All network I/O goes here.
+
+Uploads and downloads go through boto3's transfer manager: above `multipart_threshold` it splits
+the file into `multipart_chunksize` parts sent `max_concurrency` at a time, reading each part from
+the file when it is sent, so memory stays at roughly `max_concurrency × chunk` whatever the size.
+
+Error mapping (messages name the bucket and key, never credentials):
+
+| S3 says                                                        | raised                      |
+|----------------------------------------------------------------|-----------------------------|
+| NoSuchKey, 404 / NotFound (bucket exists)                      | InputNotFoundError          |
+| NoSuchBucket / 404 with no bucket: configured bucket           | StorageError                |
+| NoSuchBucket / 404 with no bucket: bucket from an input URI    | InputNotFoundError          |
+| AccessDenied, 403, InvalidAccessKeyId, SignatureDoesNotMatch,  | StorageError                |
+| other 4xx, missing credentials, invalid parameters             |                             |
+| SlowDown, Throttling, RequestTimeout, InternalError, 408, 429, | StorageUnavailableError     |
+| 5xx, connection refused / closed / timed out, truncated body   | (a TransientError)          |
+| malformed key or URI, bad settings                             | ConfigError                 |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+from mss_jobs.errors import ConfigError, InputNotFoundError, MssError, StorageError
+from mss_jobs.storage._files import atomic_destination, hash_file
+from mss_jobs.storage._s3_client import build_client, check_range, validate_endpoint_url
+from mss_jobs.storage._s3_errors import (
+    MAPPED_EXCEPTIONS,
+    is_not_found,
+    map_s3_error,
+    missing_bucket_error,
+)
+from mss_jobs.storage.base import (
+    DownloadedObject,
+    StoredObject,
+    content_disposition,
+    content_type_for,
+    folder_prefix,
+    normalize_prefix,
+    validate_expires_in,
+    validate_key,
+)
+from mss_jobs.storage.uri import (
+    S3Uri,
+    format_s3_uri,
+    looks_like_uri,
+    parse_uri,
+    validate_bucket_name,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.literals import BucketLocationConstraintType
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+__all__ = ["MIB", "S3Storage"]
+
+MIB = 1024 * 1024
+_MIN_PART_SIZE = 5 * MIB  # S3 rejects multipart parts below 5 MiB (except the last)
+_MAX_DELETE_BATCH = 1000  # DeleteObjects accepts at most 1000 keys per request
+
+
+class S3Storage:
+    """`ObjectStorage` on an S3-compatible bucket.
+
+    Pass `endpoint_url` for MinIO/moto (path-style addressing is then used, since such servers
+    rarely have wildcard DNS for virtual-hosted buckets). Credentials default to boto3's usual
+    chain (environment, config files, instance role) when not given. `client` injects a ready
+    boto3 S3 client instead; it excludes the connection arguments.
+
+    `max_attempts` counts the first try (botocore "standard" retry mode, with jittered backoff).
+    `list_page_size` and `delete_batch_size` exist so tests can exercise pagination cheaply.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        client: S3Client | None = None,
+        multipart_threshold: int = 8 * MIB,
+        multipart_chunksize: int = 8 * MIB,
+        max_concurrency: int = 8,
+        max_attempts: int = 5,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        list_page_size: int = 1000,
+        delete_batch_size: int = _MAX_DELETE_BATCH,
+    ) -> None:
+        self._bucket = validate_bucket_name(bucket)
+        self._prefix = normalize_prefix(prefix)
+        self._endpoint_url = validate_endpoint_url(endpoint_url)
+        check_range("multipart_threshold", multipart_threshold, low=_MIN_PART_SIZE)
+        check_range("multipart_chunksize", multipart_chunksize, low=_MIN_PART_SIZE)
+        check_range("max_concurrency", max_concurrency, low=1, high=64)
+        check_range("max_attempts", max_attempts, low=1, high=20)
+        check_range("list_page_size", list_page_size, low=1, high=1000)
+        check_range("delete_batch_size", delete_batch_size, low=1, high=_MAX_DELETE_BATCH)
+        if connect_timeout <= 0 or read_timeout <= 0:
+            raise ConfigError(f"S3 timeouts must be positive: {connect_timeout=}, {read_timeout=}")
+        if (access_key_id is None) != (secret_access_key is None):
+            raise ConfigError("give both access_key_id and secret_access_key, or neither")
+        self._list_page_size = list_page_size
+        self._delete_batch_size = delete_batch_size
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+            max_concurrency=max_concurrency,
+            use_threads=True,
+            # The CRT client (picked automatically when awscrt is installed) ignores part of
+            # this config; the classic one behaves the same everywhere.
+            preferred_transfer_client="classic",
+        )
+        if client is not None:
+            if endpoint_url or region or access_key_id or session_token:
+                raise ConfigError("pass either an S3 client or connection arguments, not both")
+            self._client = client
+            return
+        self._client = build_client(
+            endpoint_url=self._endpoint_url,
+            region=region,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            session_token=session_token,
+            max_attempts=max_attempts,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            # One connection per concurrent part, plus headroom for listing/presigning callers.
+            max_pool_connections=max(10, max_concurrency + 2),
+        )
+
+    def __repr__(self) -> str:
+        endpoint = f", endpoint_url={self._endpoint_url!r}" if self._endpoint_url else ""
+        return f"S3Storage(bucket={self._bucket!r}, prefix={self._prefix!r}{endpoint})"
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def client(self) -> S3Client:
+        """The underlying boto3 client, for operations this class does not wrap."""
+        return self._client
+
+    def uri_for(self, key: str) -> str:
+        return format_s3_uri(self._bucket, validate_key(key))
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (development and tests; production pre-creates)."""
+        if self._bucket_exists(self._bucket):
+            return
+        region = self._client.meta.region_name
+        with self._mapped("create bucket", bucket=self._bucket, key=None):
+            try:
+                if region and region != "us-east-1":
+                    location = cast("BucketLocationConstraintType", region)
+                    self._client.create_bucket(
+                        Bucket=self._bucket,
+                        CreateBucketConfiguration={"LocationConstraint": location},
+                    )
+                else:
+                    self._client.create_bucket(Bucket=self._bucket)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
+
+    def upload_file(
+        self, path: str | Path, key: str, *, content_type: str | None = None
+    ) -> StoredObject:
+        """Upload `path` to `key` (multipart above the threshold), then read back its ETag.
+
+        The SHA-256 is computed in one chunked pass before the upload and stored as the object's
+        `sha256` metadata. Hashing while the transfer manager reads would be a single pass, but
+        it reads parts concurrently and rewinds bodies on retries, so the digest would be wrong;
+        the second read is served from the page cache.
+        """
+        validate_key(key)
+        source = Path(path)
+        try:
+            size, sha256 = hash_file(source)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot read {source} to upload to {self.uri_for(key)}: {exc.strerror}"
+            ) from exc
+        extra_args = {
+            "ContentType": content_type or content_type_for(key),
+            "Metadata": {"sha256": sha256},
+        }
+        with self._mapped("upload", bucket=self._bucket, key=key):
+            self._client.upload_file(
+                str(source), self._bucket, key, ExtraArgs=extra_args, Config=self._transfer
+            )
+            head = self._client.head_object(Bucket=self._bucket, Key=key)
+        stored_size = head.get("ContentLength")
+        if stored_size != size:
+            raise StorageError(
+                f"upload of {source} to {self.uri_for(key)} stored {stored_size} bytes, "
+                f"expected {size} (was the file modified during the upload?)"
+            )
+        return StoredObject(
+            uri=self.uri_for(key),
+            key=key,
+            bytes=size,
+            sha256=sha256,
+            etag=head.get("ETag", "").strip('"'),
+        )
+
+    def download_file(self, uri_or_key: str, dest_path: str | Path) -> DownloadedObject:
+        """Download a key of this bucket, or any `s3://bucket/key`, to `dest_path`.
+
+        The transfer manager writes a temporary sibling (ranged GETs in parallel above the
+        threshold); the file is then hashed in one chunked pass and renamed into place.
+        """
+        bucket, key = self._locate(uri_or_key)
+        dest = Path(dest_path)
+        try:
+            with (
+                self._mapped("download", bucket=bucket, key=key),
+                atomic_destination(dest) as temp,
+            ):
+                self._client.download_file(bucket, key, str(temp), Config=self._transfer)
+                size, sha256 = hash_file(temp)
+        except OSError as exc:  # the local side: unwritable directory, disk full
+            raise StorageError(
+                f"cannot write the download of s3://{bucket}/{key} to {dest}: {exc.strerror}"
+            ) from exc
+        return DownloadedObject(path=dest, bytes=size, sha256=sha256)
+
+    def exists(self, key: str) -> bool:
+        validate_key(key)
+        with self._mapped("exists check", bucket=self._bucket, key=key):
+            try:
+                self._client.head_object(Bucket=self._bucket, Key=key)
+            except ClientError as exc:
+                if not is_not_found(exc):
+                    raise
+                if not self._bucket_exists(self._bucket):
+                    raise missing_bucket_error(
+                        action="exists check", bucket=self._bucket, key=key, own_bucket=True
+                    ) from exc
+                return False
+        return True
+
+    def list_keys(self, prefix: str, *, suffixes: Iterable[str] | None = None) -> Iterator[str]:
+        folder = folder_prefix(prefix, allow_empty=True)
+        wanted = tuple(suffixes) if suffixes is not None else None
+        for page in self._pages(folder):
+            for key in page:
+                if wanted is None or key.endswith(wanted):
+                    yield key
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under the folder `prefix`, in batches of ≤ 1000; return the count.
+
+        Each listed page is deleted before the next is requested: S3 continuation tokens are
+        positions in key order, so deleting keys already listed does not disturb the listing.
+        """
+        folder = folder_prefix(prefix, allow_empty=False)
+        deleted = 0
+        batch: list[str] = []
+        for page in self._pages(folder):
+            for key in page:
+                batch.append(key)
+                if len(batch) == self._delete_batch_size:
+                    deleted += self._delete_batch(batch)
+                    batch = []
+        if batch:
+            deleted += self._delete_batch(batch)
+        return deleted
+
+    def presign_get(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
+        validate_key(key)
+        params = {"Bucket": self._bucket, "Key": key}
+        if filename is not None:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        with self._mapped("presign GET", bucket=self._bucket, key=key):
+            return self._client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=validate_expires_in(expires_in)
+            )
+
+    def presign_put(self, key: str, *, expires_in: int, content_type: str | None = None) -> str:
+        """A presigned PUT URL; with `content_type` the uploader must send that exact header."""
+        validate_key(key)
+        params = {"Bucket": self._bucket, "Key": key}
+        if content_type is not None:
+            params["ContentType"] = content_type
+        with self._mapped("presign PUT", bucket=self._bucket, key=key):
+            return self._client.generate_presigned_url(
+                "put_object", Params=params, ExpiresIn=validate_expires_in(expires_in)
+            )
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _locate(self, uri_or_key: str) -> tuple[str, str]:
+        if not looks_like_uri(uri_or_key):
+            return self._bucket, validate_key(uri_or_key)
+        uri = parse_uri(uri_or_key)
+        if not isinstance(uri, S3Uri):
+            raise ConfigError(f"S3 storage cannot fetch {uri_or_key!r}: expected s3://bucket/key")
+        return uri.bucket, uri.key
+
+    def _pages(self, folder: str) -> Iterator[list[str]]:
+        """Keys under `folder`, one list per ListObjectsV2 page."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self._bucket,
+            Prefix=folder,
+            PaginationConfig={"PageSize": self._list_page_size},
+        )
+        with self._mapped("list", bucket=self._bucket, key=folder or None):
+            for page in pages:
+                yield [item["Key"] for item in page.get("Contents", []) if "Key" in item]
+
+    def _delete_batch(self, keys: list[str]) -> int:
+        objects: list[ObjectIdentifierTypeDef] = [{"Key": key} for key in keys]
+        with self._mapped("delete", bucket=self._bucket, key=keys[0]):
+            response = self._client.delete_objects(
+                Bucket=self._bucket, Delete={"Objects": objects, "Quiet": True}
+            )
+        errors = response.get("Errors", [])
+        if errors:
+            first = errors[0]
+            error = ClientError(
+                {"Error": {"Code": first.get("Code", ""), "Message": ""}}, "DeleteObjects"
+            )
+            raise map_s3_error(
+                error,
+                action=f"delete ({len(errors)} of {len(keys)} keys failed)",
+                bucket=self._bucket,
+                key=first.get("Key"),
+                own_bucket=True,
+            )
+        return len(keys)
+
+    def _bucket_exists(self, bucket: str) -> bool:
+        """HeadBucket: False only on a clear 404; other failures are mapped and raised."""
+        with self._mapped("bucket check", bucket=bucket, key=None):
+            try:
+                self._client.head_bucket(Bucket=bucket)
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return False
+                raise
+        return True
+
+    @contextmanager
+    def _mapped(self, action: str, *, bucket: str, key: str | None) -> Iterator[None]:
+        """Translate boto errors raised inside the block; a bare 404 is told apart via HeadBucket.
+
+        HeadObject (and the transfer manager's initial HEAD) answer 404 without a body for a
+        missing key *and* for a missing bucket; one extra HeadBucket on that error path decides.
+        """
+        try:
+            yield
+        except MAPPED_EXCEPTIONS as exc:
+            own = bucket == self._bucket
+            error = map_s3_error(exc, action=action, bucket=bucket, key=key, own_bucket=own)
+            if isinstance(error, InputNotFoundError) and key is not None and is_not_found(exc):
+                try:
+                    bucket_exists = self._bucket_exists(bucket)
+                except MssError:  # cannot tell: keep the original answer
+                    bucket_exists = True
+                if not bucket_exists:
+                    error = missing_bucket_error(
+                        action=action, bucket=bucket, key=key, own_bucket=own
+                    )
+            raise error from exc
