@@ -1,0 +1,257 @@
+"""The job database's tables as SQLAlchemy 2.0 typed ORM classes, portable to PostgreSQL and SQLite.
+
+    jobs          one separation request and its lifecycle (status, attempts, progress, error)
+    job_outputs   one row per (job, stem): a re-run replaces the row instead of adding one
+    job_events    append-only history (queued, claimed, redelivered, stage, outcome, retry)
+
+Portability rules: ids are `Uuid` (native on PostgreSQL, CHAR(32) on SQLite); JSON is JSONB on
+PostgreSQL; enums are VARCHAR (+ a CHECK for the status), never a native ENUM type, so adding a
+value is a plain migration; every timestamp is timezone-aware UTC in Python (`UtcDateTime`), which
+is also how SQLite, lacking time zones, stores it. Children cascade in the database (`ON DELETE
+CASCADE`), so deleting a job is one statement. `migrations/versions` must create exactly this
+schema; `tests/db/test_migrations.py` compares the two.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from mss_jobs.db.enums import EventKind, JobStatus
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
+    "Base",
+    "Job",
+    "JobEvent",
+    "JobOutput",
+    "UtcDateTime",
+    "utcnow",
+]
+
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = 5
+"""Job priority range; higher is more urgent. The enqueue edge maps it to the broker's scale."""
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Deterministic constraint names: Alembic (and SQLite batch mode) can address every one."""
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (the only kind stored)."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """`DateTime(timezone=True)` that only accepts aware values and always returns UTC ones.
+
+    SQLite has no time zone type: values are stored as naive UTC text, which also keeps their
+    text order equal to time order (keyset pagination compares them).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware one (UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+EventId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+
+def _enum_values(enum_class: type[JobStatus] | type[EventKind]) -> list[str]:
+    return [member.value for member in enum_class]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UtcDateTime(),
+        uuid.UUID: Uuid(),
+        dict[str, Any]: JsonDocument,
+    }
+
+
+class Job(Base):
+    """One separation request: what to separate, how, and how far it got."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(
+            JobStatus,
+            name="job_status",
+            native_enum=False,
+            create_constraint=False,  # the named CHECK below is portable and explicit
+            length=16,
+            values_callable=_enum_values,
+            validate_strings=True,
+        ),
+        default=JobStatus.QUEUED,
+    )
+    model: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]]
+    params_hash: Mapped[str] = mapped_column(String(64))
+    """sha256 of the canonical JSON of the effective params (`jobs.params_hash`): dedup key."""
+
+    input_uri: Mapped[str] = mapped_column(Text)
+    input_sha256: Mapped[str | None] = mapped_column(String(64))
+    """Known at creation for uploads; set by the worker after fetching a URL input."""
+    input_format: Mapped[str | None] = mapped_column(String(16))
+    input_sample_rate: Mapped[int | None]
+    input_channels: Mapped[int | None]
+    input_duration_seconds: Mapped[float | None]
+
+    priority: Mapped[int] = mapped_column(default=DEFAULT_PRIORITY)
+    progress: Mapped[float] = mapped_column(default=0.0)
+    stage: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(default=0)
+    """Claims so far; also the fencing token a worker passes back with its writes."""
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(255))
+
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    batch_id: Mapped[uuid.UUID | None]
+    """Reserved for batches (a later migration adds the `batches` table and the foreign key)."""
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None]
+    """Start of the current (latest) attempt."""
+    finished_at: Mapped[datetime | None]
+
+    outputs: Mapped[list[JobOutput]] = relationship(
+        back_populates="job",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="JobOutput.stem",
+    )
+    events: Mapped[list[JobEvent]] = relationship(
+        back_populates="job",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="JobEvent.id",
+    )
+
+    __table_args__ = (
+        UniqueConstraint("idempotency_key"),
+        CheckConstraint(
+            "status IN ({})".format(", ".join(f"'{v}'" for v in _enum_values(JobStatus))),
+            name="status",
+        ),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        CheckConstraint(f"priority BETWEEN {MIN_PRIORITY} AND {MAX_PRIORITY}", name="priority"),
+        # Listing is newest first, keyset-paginated on (created_at, id), optionally filtered.
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+        Index("ix_jobs_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_jobs_model_created_at_id", "model", "created_at", "id"),
+        Index("ix_jobs_dedup", "input_sha256", "model", "params_hash"),
+        Index("ix_jobs_batch_id", "batch_id"),
+    )
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id}, status={self.status.value}, model={self.model!r})"
+
+
+class JobOutput(Base):
+    """One delivered stem. The key is (job, stem), so recording it again replaces it."""
+
+    __tablename__ = "job_outputs"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    stem: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    sample_rate: Mapped[int]
+    channels: Mapped[int]
+    duration_seconds: Mapped[float]
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="outputs")
+
+    __table_args__ = (CheckConstraint("size_bytes >= 0", name="size_bytes"),)
+
+    def __repr__(self) -> str:
+        return f"JobOutput(job_id={self.job_id}, stem={self.stem!r}, uri={self.uri!r})"
+
+
+class JobEvent(Base):
+    """One entry of a job's history; `attempt` is the job's attempt count when it happened."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[EventKind] = mapped_column(
+        Enum(
+            EventKind,
+            name="event_kind",
+            native_enum=False,
+            create_constraint=False,
+            length=32,
+            values_callable=_enum_values,
+            validate_strings=True,
+        )
+    )
+    attempt: Mapped[int]
+    worker: Mapped[str | None] = mapped_column(String(255))
+    message: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None]
+
+    job: Mapped[Job] = relationship(back_populates="events")
+
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+
+    def __repr__(self) -> str:
+        return f"JobEvent(job_id={self.job_id}, kind={self.kind.value}, attempt={self.attempt})"

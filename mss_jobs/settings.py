@@ -1,0 +1,199 @@
+"""Edge: the one validated configuration of mss-jobs, read from `MSS_*` environment variables.
+
+Names are flat: field `max_upload_bytes` is the variable `MSS_MAX_UPLOAD_BYTES`, `s3_bucket` is
+`MSS_S3_BUCKET` (case-insensitive; no `.env` file is read — a deployment injects its variables).
+`env_nested_delimiter="__"` is set so a nested group can be added later without a new scheme.
+
+Every default is embedded, so the API and a worker run on one machine with no Redis, PostgreSQL or
+S3, through the same code path as production:
+
+    database_url     sqlite:///<data_dir>/mss-jobs.db    production: postgresql://user@host/db
+    broker_url       None → in-process worker              production: redis://host:6379/0
+    storage_backend  "local" → <data_dir>/storage          production: "s3" + s3_bucket
+    data_dir         ./.mss-data, resolved against the working directory when settings load
+
+Validation is strict and happens once: unknown fields are refused, numbers carry bounds, and the
+time limits must nest (soft < hard < broker visibility timeout, otherwise Redis redelivers a task
+that is still running). `load_settings()` turns a `ValidationError` into a `ConfigError` whose
+message names the environment variable. Core code never reads settings: the edges (API app, worker
+bootstrap, CLI) call `get_settings()` once and pass the values they need down as arguments.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mss_jobs.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "env_var", "get_settings", "load_settings"]
+
+ENV_PREFIX = "MSS_"
+
+_SUPPORTED_DATABASES = ("sqlite", "postgresql")
+_S3_MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs cannot live longer
+
+PositiveInt = Annotated[int, Field(gt=0)]
+QueueName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+def env_var(field: str) -> str:
+    """The environment variable that sets `field`: `env_var("s3_bucket") == "MSS_S3_BUCKET"`."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+class Settings(BaseSettings):
+    """Everything configurable about the service; see the module docstring for the scheme."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    # -- where state lives -------------------------------------------------------------------
+    data_dir: Path = Path(".mss-data")
+    """Root of embedded-mode state (SQLite file, local storage). Made absolute when loaded."""
+
+    # The two defaults below derive from data_dir; they come first so that another field's
+    # error does not also report them (pydantic skips data-dependent defaults after an error).
+    local_storage_dir: Path = Field(default_factory=lambda data: data["data_dir"] / "storage")
+    """Where `storage_backend="local"` keeps inputs and stems."""
+
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite:///{data['data_dir']}/mss-jobs.db",
+        min_length=1,
+    )
+    """SQLAlchemy URL. `postgresql://` is served by psycopg 3 (see `mss_jobs.db.session`)."""
+
+    # -- broker ------------------------------------------------------------------------------
+    broker_url: str | None = None
+    """Celery broker. None runs jobs in an in-process worker (embedded mode)."""
+
+    result_backend: str | None = None
+    """Celery result backend. Job state lives in SQL, so this is only for Celery's own tools."""
+
+    # -- object storage ----------------------------------------------------------------------
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None
+    """None means AWS itself; set it for MinIO or another S3-compatible server."""
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    """None with `s3_access_key_id` None: boto3's default chain (instance role, profile)."""
+    s3_bucket: str | None = Field(default=None, min_length=3, max_length=63)
+    s3_prefix: str = "mss-jobs"
+    """Key prefix inside the bucket, without leading or trailing slashes ("" = bucket root)."""
+    presign_expiry_seconds: int = Field(default=3600, gt=0, le=_S3_MAX_PRESIGN_SECONDS)
+
+    # -- queues ------------------------------------------------------------------------------
+    queue_interactive: QueueName = "interactive"
+    queue_bulk: QueueName = "bulk"
+
+    # -- limits ------------------------------------------------------------------------------
+    max_upload_bytes: PositiveInt = 1024**3
+    max_duration_seconds: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
+    job_soft_time_limit_seconds: PositiveInt = 1800
+    """A task gets a catchable timeout here and fails the job cleanly."""
+    job_hard_time_limit_seconds: PositiveInt = 2400
+    """The worker process running the task is killed here."""
+    visibility_timeout_seconds: PositiveInt = 3600
+    """Redis redelivers an unacknowledged task after this long; must exceed the hard limit."""
+    default_model: str = Field(default="dsp-hpss", min_length=1, max_length=128)
+
+    @field_validator("data_dir", "local_storage_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # Resolved once, so a later chdir cannot move the database or the stored files.
+        return path.expanduser().resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str) -> str:
+        backend = url.split(":", 1)[0].split("+", 1)[0].lower()
+        if "://" not in url or backend not in _SUPPORTED_DATABASES:
+            raise ValueError(
+                f"database URL must start with one of {_SUPPORTED_DATABASES} "
+                f"(e.g. sqlite:///path/db or postgresql://user@host/db), got scheme {backend!r}"
+            )
+        return url
+
+    @field_validator("broker_url", "result_backend", "s3_endpoint_url")
+    @classmethod
+    def _looks_like_url(cls, url: str | None) -> str | None:
+        if url is not None and "://" not in url:
+            raise ValueError(f"expected a URL such as redis://host:6379/0, got {url!r}")
+        return url
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _clean_prefix(cls, prefix: str) -> str:
+        return prefix.strip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        soft, hard = self.job_soft_time_limit_seconds, self.job_hard_time_limit_seconds
+        if hard <= soft:
+            raise ValueError(
+                f"{env_var('job_hard_time_limit_seconds')}={hard} must be greater than "
+                f"{env_var('job_soft_time_limit_seconds')}={soft}"
+            )
+        if self.visibility_timeout_seconds <= hard:
+            raise ValueError(
+                f"{env_var('visibility_timeout_seconds')}={self.visibility_timeout_seconds} must "
+                f"be greater than {env_var('job_hard_time_limit_seconds')}={hard}, or the broker "
+                "redelivers tasks that are still running"
+            )
+        if self.queue_interactive == self.queue_bulk:
+            raise ValueError(
+                f"{env_var('queue_interactive')} and {env_var('queue_bulk')} must differ, "
+                f"both are {self.queue_bulk!r}"
+            )
+        if self.storage_backend == "s3" and self.s3_bucket is None:
+            raise ValueError(f"{env_var('storage_backend')}=s3 needs {env_var('s3_bucket')}")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                f"set both {env_var('s3_access_key_id')} and {env_var('s3_secret_access_key')}, "
+                "or neither (boto3's default credential chain)"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: jobs run in an in-process worker."""
+        return self.broker_url is None
+
+
+def _describe(error: Any) -> str:
+    loc = error.get("loc") or ()
+    if not loc:  # a cross-field rule: its message already names the variables
+        return str(error["msg"]).removeprefix("Value error, ")
+    text = f"{env_var(str(loc[0]))}: {error['msg']}"
+    if "secret" not in str(loc[0]):  # never echo a credential
+        text += f" (got {error.get('input')!r})"
+    return text
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate settings; an invalid value raises `ConfigError` naming its variable.
+
+    `overrides` take precedence over the environment (tests, the CLI's flags).
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        errors = [e for e in exc.errors() if e["type"] != "default_factory_not_called"]
+        lines = "; ".join(_describe(error) for error in errors)
+        raise ConfigError(f"invalid settings: {lines}") from exc
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. For the edges only (app factory, worker bootstrap)."""
+    return load_settings()
