@@ -111,8 +111,10 @@ class ChunkStream:
         self.channels = channels
         self.batch_size = batch_size
         self.padding_mode = padding_mode
-        self._buffer = torch.zeros(channels, 0)
-        self._buffer_start = 0  # track position of self._buffer[:, 0]
+        # Arrived samples not yet dropped, as pieces joined only when a batch needs them, so
+        # each sample is copied about once instead of once per push.
+        self._pieces: list[torch.Tensor] = []
+        self._buffer_start = 0  # track position of the first retained sample
         self.received = 0
         self.emitted = 0  # chunks handed out so far
         self._finished = False
@@ -126,10 +128,7 @@ class ChunkStream:
             )
         if block.shape[-1] == 0:
             return
-        if self._buffer.shape[-1] == 0:
-            self._buffer = block.to(torch.float32)
-        else:
-            self._buffer = torch.cat([self._buffer, block.to(self._buffer.dtype)], dim=-1)
+        self._pieces.append(block.to(torch.float32))
         self.received += block.shape[-1]
         # Mirroring the left edge reads samples up to index P, so wait for them first.
         if self.received <= self.plan.padding:
@@ -161,11 +160,19 @@ class ChunkStream:
         self._trim()
         return PaddedChunkedAudioTensor(batch)
 
+    def _joined(self) -> torch.Tensor:
+        if len(self._pieces) > 1:
+            self._pieces = [torch.cat(self._pieces, dim=-1)]
+        return self._pieces[0]
+
     def _segment(self, lo: int, hi: int, *, length: int | None) -> torch.Tensor:
         """Samples at track positions [lo, hi), padding synthesized where they fall outside."""
         start = self._buffer_start
         if lo >= start and hi <= self.received:
-            return self._buffer[:, lo - start : hi - start]
+            first = self._pieces[0]
+            if hi - start <= first.shape[-1]:  # inside the first piece: a view, no copy
+                return first[:, lo - start : hi - start]
+            return self._joined()[:, lo - start : hi - start]
         position = torch.arange(lo, hi)
         # While the track is still arriving only the left edge can be outside it; its mirror
         # image (at most P samples in) has arrived. After finish(), mirror at both ends, and
@@ -177,7 +184,7 @@ class ChunkStream:
         else:
             keep = inside
             source = position.clamp(0, self.received - 1)
-        gathered = self._buffer.index_select(-1, (source.clamp_min(start) - start))
+        gathered = self._joined().index_select(-1, (source.clamp_min(start) - start))
         return gathered * keep.to(gathered.dtype)
 
     def _trim(self) -> None:
@@ -186,9 +193,17 @@ class ChunkStream:
             self.plan.chunk_start(self.emitted), self.received - (self.plan.padding + 1)
         )
         keep_from = max(keep_from, 0)
-        if keep_from > self._buffer_start:
-            self._buffer = self._buffer[:, keep_from - self._buffer_start :]
-            self._buffer_start = keep_from
+        drop = keep_from - self._buffer_start
+        while drop > 0:
+            head = self._pieces[0]
+            if head.shape[-1] <= drop:
+                self._pieces.pop(0)
+                drop -= head.shape[-1]
+                self._buffer_start += head.shape[-1]
+            else:
+                self._pieces[0] = head[:, drop:]
+                self._buffer_start += drop
+                drop = 0
 
 
 class Stitcher:
@@ -198,6 +213,11 @@ class Stitcher:
     start — as a (stems, channels, n) tensor (n may be 0), already trimmed of the left padding;
     `finish(length)` returns the rest up to the track's length. Concatenated, the outputs are the
     stitched track. Runs on the device of the chunks it is given.
+
+    Every real sample is covered by every chunk that can reach it (that is what the padding is
+    for), so the window sum at track position p depends only on p mod H: it is precomputed once
+    as a periodic inverse instead of being accumulated sample by sample. The accumulator is one
+    buffer reused across batches.
     """
 
     def __init__(self, plan: ChunkPlan, *, window: WindowTensor) -> None:
@@ -208,11 +228,25 @@ class Stitcher:
         if not bool((window > 0).all()):
             raise ValueError("overlap-add window must be strictly positive")
         self.plan = plan
-        self.window = window
+        self.window = window.to(torch.float32)
         self.added = 0  # chunks stitched so far
         self.returned = 0  # track samples handed out so far
         self._acc: torch.Tensor | None = None  # weighted sum from chunk_start(added) onwards
-        self._weight: torch.Tensor | None = None
+        self._inverse: torch.Tensor | None = None  # 1 / window sum, tiled, from phase 0
+
+    def _inverse_weights(self, count: int, device: torch.device) -> torch.Tensor:
+        """1 / (window sum) for `count` samples starting at a chunk start (phase 0 mod H)."""
+        inverse = self._inverse
+        if inverse is None or inverse.shape[-1] < count or inverse.device != device:
+            hop, size = self.plan.hop_size, self.plan.chunk_size
+            periods = -(-size // hop)
+            folded = torch.zeros(periods * hop, dtype=torch.float64)
+            folded[:size] = self.window.to("cpu", torch.float64)
+            period = 1.0 / folded.reshape(periods, hop).sum(dim=0)
+            repeats = -(-max(count, size) // hop)
+            inverse = period.repeat(repeats).to(device=device, dtype=torch.float32)
+            self._inverse = inverse
+        return inverse[:count]
 
     def add(
         self, chunks: SeparatedChunkedTensor, *, length: int | None = None
@@ -225,49 +259,45 @@ class Stitcher:
                 f"got shape {tuple(chunks.shape)}"
             )
         count, stems, channels, size = chunks.shape
-        hop = self.plan.hop_size
+        hop, carried = self.plan.hop_size, self.plan.padding
         span = (count - 1) * hop + size
-        window = self.window.to(device=chunks.device, dtype=torch.float32)
-        acc = torch.zeros(stems, channels, span, device=chunks.device, dtype=torch.float32)
-        weight = torch.zeros(span, device=chunks.device, dtype=torch.float32)
-        if self._acc is not None and self._weight is not None:
-            carried = self._acc.shape[-1]
-            acc[..., :carried] = self._acc
-            weight[:carried] = self._weight
+        acc = self._acc
+        if acc is None or acc.shape[-1] < span or acc.shape[:2] != (stems, channels):
+            grown = torch.zeros(stems, channels, span, device=chunks.device, dtype=torch.float32)
+            if acc is not None:
+                grown[..., :carried] = acc[..., :carried]
+            acc = self._acc = grown
+        else:
+            acc[..., carried:span].zero_()
+        window = self.window.to(chunks.device)
         for i in range(count):
             acc[..., i * hop : i * hop + size].addcmul_(chunks[i], window)
-            weight[i * hop : i * hop + size] += window
         self.added += count
-        # Positions before the next chunk's start are final.
-        ready = count * hop
-        self._acc, self._weight = acc[..., ready:], weight[ready:]
-        return self._emit(
-            acc[..., :ready],
-            weight[:ready],
-            first=self.plan.chunk_start(self.added) - ready,
-            limit=length,
-        )
+        ready = count * hop  # positions before the next chunk's start are final
+        first = self.plan.chunk_start(self.added) - ready
+        out = self._emit(acc[..., :ready], first=first, limit=length)
+        if carried:  # the overlap tail moves to the front for the next batch
+            acc[..., :carried] = acc[..., ready : ready + carried].clone()
+        return out
 
     def finish(self, length: int) -> RawSeparatedTensor:
         """The remaining samples up to `length`, the track's total length."""
-        if self._acc is None or self._weight is None:
+        if self._acc is None:
             raise ValueError("finish() before any chunk was added")
         covered = self.plan.chunk_start(self.added - 1) + self.plan.chunk_size
         if covered < length:
             raise ValueError(f"chunks cover {covered} samples, fewer than {length=}")
-        out = self._emit(
-            self._acc, self._weight, first=self.plan.chunk_start(self.added), limit=length
-        )
-        self._acc = self._weight = None
+        tail = self._acc[..., : self.plan.padding]
+        out = self._emit(tail, first=self.plan.chunk_start(self.added), limit=length)
+        self._acc = None
         return out
 
-    def _emit(
-        self, acc: torch.Tensor, weight: torch.Tensor, *, first: int, limit: int | None
-    ) -> RawSeparatedTensor:
-        """Normalize and hand on track positions [max(first, returned), limit) of `acc`,
-        whose sample 0 sits at track position `first`."""
+    def _emit(self, acc: torch.Tensor, *, first: int, limit: int | None) -> RawSeparatedTensor:
+        """Normalize and hand on track positions [max(first, returned), limit) of `acc`, whose
+        sample 0 sits at track position `first` (a chunk start, so phase 0 of the window sum)."""
         lo = max(self.returned - first, 0)
         hi = acc.shape[-1] if limit is None else min(limit - first, acc.shape[-1])
         hi = max(hi, lo)
+        inverse = self._inverse_weights(hi, acc.device)
         self.returned = max(self.returned, first + hi)
-        return RawSeparatedTensor(acc[..., lo:hi] / weight[lo:hi])
+        return RawSeparatedTensor(acc[..., lo:hi] * inverse[lo:hi])

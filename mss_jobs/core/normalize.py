@@ -46,13 +46,15 @@ IDENTITY_STATS = NormalizationStats(mean=0.0, std=1.0)
 
 
 def check_finite(block: torch.Tensor, *, offset: int = 0) -> None:
-    """Raise NonFiniteAudioError naming the first NaN/Inf sample (offset = block's position)."""
+    """Raise NonFiniteAudioError naming the earliest NaN/Inf sample in time (and its channel);
+    `offset` is the block's position in the track."""
     finite = torch.isfinite(block)
     if bool(finite.all()):
         return
-    bad = (~finite).nonzero()[0].tolist()
-    channel, index = (bad[0], bad[-1]) if block.dim() > 1 else (0, bad[0])
-    value = float(block[channel, index]) if block.dim() > 1 else float(block[index])
+    grid = finite.reshape(-1, block.shape[-1])
+    index = int((~grid).any(dim=0).nonzero()[0, 0])  # earliest in time, over all channels
+    channel = int((~grid[:, index]).nonzero()[0, 0])
+    value = float(block.reshape(-1, block.shape[-1])[channel, index])
     raise NonFiniteAudioError(
         f"sample {offset + index} of channel {channel} is {value}: audio must be finite"
     )

@@ -97,12 +97,31 @@ class StftParams:
         return self.n_fft // 2 + 1
 
 
+def _pad_tail(flat: torch.Tensor, params: StftParams) -> torch.Tensor:
+    """Zero-pad the end so the last sample lies no further than n_fft // 4 past a frame centre.
+
+    torch.stft's centred frames sit at 0, hop, 2·hop, …, up to the signal's length; the last
+    samples can fall in the outer quarter of the last frame (hop > n_fft / 4), where a tapered
+    window's squared overlap-add is nearly zero and the inverse divides by it (errors up to 1e-2
+    at hop = n_fft / 2), or past the last frame entirely (rectangular, hop > n_fft / 2 + 1: the
+    inverse returns zeros there). One more frame whose centre is at or after the last sample
+    fixes both; for hop <= n_fft / 4 it never triggers, so the frame count is unchanged there.
+    """
+    length, n_fft, hop = flat.shape[-1], params.n_fft, params.hop_length
+    last_centre = ((length - n_fft % 2) // hop) * hop
+    if length - 1 - last_centre <= n_fft // 4:
+        return flat
+    extra = math.ceil((length - 1) / hop) * hop + n_fft % 2 - length
+    return torch.nn.functional.pad(flat, (0, max(extra, 0)))
+
+
 def stft(waveform: torch.Tensor, params: StftParams) -> ComplexSpectrogram:
     """(..., samples) float → (..., bins, frames) complex64, centered frames (reflect padding
     when the signal allows it, zero padding for signals shorter than n_fft // 2 + 1)."""
     lead = waveform.shape[:-1]
     flat = waveform.reshape(-1, waveform.shape[-1]).to(torch.float32)
     pad_mode = "reflect" if flat.shape[-1] > params.n_fft // 2 else "constant"
+    flat = _pad_tail(flat, params)
     spec = torch.stft(
         flat,
         n_fft=params.n_fft,

@@ -40,10 +40,10 @@ VALID = [
     ("wav", 16, "pcm_s16", 16),
     ("wav", 24, "pcm_s24", 24),
     ("wav", 32, "float32", 32),
-    ("wav", None, "pcm_s16", 16),
+    ("wav", None, "pcm_s24", 24),
     ("flac", 16, "pcm_s16", 16),
     ("flac", 24, "pcm_s24", 24),
-    ("flac", None, "pcm_s16", 16),
+    ("flac", None, "pcm_s24", 24),
     ("mp3", None, "lossy", None),
 ]
 
