@@ -133,10 +133,10 @@ def synthesize_chords_and_bursts(
         at = int(torch.randint(0, n, (1,), generator=gen))
         tau = (0.01 + 0.04 * torch.rand(1, generator=gen).item()) * RATE
         length = min(n - at, round(8 * tau))
-        envelope = torch.exp(-torch.arange(length, dtype=torch.float64) / tau)
-        amp = 0.5 + torch.rand(1, generator=gen).item()
+        decay = torch.exp(-torch.arange(length, dtype=torch.float64) / tau)
+        gain = 0.5 + torch.rand(1, generator=gen).item()
         noise = torch.randn(channels, length, generator=gen, dtype=torch.float64)
-        percussive[:, at : at + length] += amp * envelope * noise
+        percussive[:, at : at + length] += gain * decay * noise
     harmonic, percussive = (
         (s / s.pow(2).mean().sqrt().clamp_min(1e-12) * 0.1).float() for s in (harmonic, percussive)
     )

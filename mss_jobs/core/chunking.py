@@ -173,19 +173,36 @@ class ChunkStream:
             if hi - start <= first.shape[-1]:  # inside the first piece: a view, no copy
                 return first[:, lo - start : hi - start]
             return self._joined()[:, lo - start : hi - start]
+        # Only the parts outside the track are synthesized; the rest is sliced.
+        end = self.received if length is None else length
+        joined = self._joined()
+        parts = []
+        if lo < 0:
+            parts.append(self._padding(joined, lo, min(hi, 0), length=length))
+        if max(lo, 0) < min(hi, end):
+            parts.append(joined[:, max(lo, 0) - start : min(hi, end) - start])
+        if hi > end:
+            parts.append(self._padding(joined, max(lo, end), hi, length=length))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+    def _padding(
+        self, joined: torch.Tensor, lo: int, hi: int, *, length: int | None
+    ) -> torch.Tensor:
+        """Padding samples for positions [lo, hi), all outside the track.
+
+        While the track is still arriving only the left edge can be outside it, and its mirror
+        image (at most P samples in) has arrived. After finish(), mirror at both ends, and beyond
+        the right padding use silence (that audio only feeds discarded output)."""
+        if self.padding_mode == "constant":
+            return joined.new_zeros(joined.shape[0], hi - lo)
         position = torch.arange(lo, hi)
-        # While the track is still arriving only the left edge can be outside it; its mirror
-        # image (at most P samples in) has arrived. After finish(), mirror at both ends, and
-        # beyond the right padding use silence (that audio only feeds discarded output).
-        inside = (position >= 0) & (position < (length if length is not None else self.received))
-        if self.padding_mode == "reflect":
-            keep = position < (length + self.plan.padding if length is not None else hi)
-            source = _mirror(position, length) if length is not None else position.abs()
-        else:
-            keep = inside
-            source = position.clamp(0, self.received - 1)
-        gathered = self._joined().index_select(-1, (source.clamp_min(start) - start))
-        return gathered * keep.to(gathered.dtype)
+        source = position.abs() if length is None else _mirror(position, length)
+        # Beyond L + P the mirror may point before the retained samples; those are zeroed below.
+        start = self._buffer_start
+        padded = joined.index_select(-1, source.clamp_min(start) - start)
+        if length is not None and hi > length + self.plan.padding:
+            padded[:, max(length + self.plan.padding - lo, 0) :] = 0.0
+        return padded
 
     def _trim(self) -> None:
         """Drop samples no future chunk (or mirror image of the right edge) can read."""
@@ -215,9 +232,11 @@ class Stitcher:
     stitched track. Runs on the device of the chunks it is given.
 
     Every real sample is covered by every chunk that can reach it (that is what the padding is
-    for), so the window sum at track position p depends only on p mod H: it is precomputed once
-    as a periodic inverse instead of being accumulated sample by sample. The accumulator is one
-    buffer reused across batches.
+    for), so the window sum at a position depends only on its phase modulo H. Dividing the window
+    by that periodic sum once, up front, makes the overlap-add itself produce final samples: no
+    weight accumulation and no division pass. Within a batch each chunk adds into the P samples
+    it shares with earlier chunks and writes its last H samples fresh, so the accumulator is never
+    zeroed either; what is handed on is a view of it, not a copy.
     """
 
     def __init__(self, plan: ChunkPlan, *, window: WindowTensor) -> None:
@@ -228,25 +247,10 @@ class Stitcher:
         if not bool((window > 0).all()):
             raise ValueError("overlap-add window must be strictly positive")
         self.plan = plan
-        self.window = window.to(torch.float32)
+        self.weights = _normalized_window(window, plan.hop_size)
         self.added = 0  # chunks stitched so far
         self.returned = 0  # track samples handed out so far
-        self._acc: torch.Tensor | None = None  # weighted sum from chunk_start(added) onwards
-        self._inverse: torch.Tensor | None = None  # 1 / window sum, tiled, from phase 0
-
-    def _inverse_weights(self, count: int, device: torch.device) -> torch.Tensor:
-        """1 / (window sum) for `count` samples starting at a chunk start (phase 0 mod H)."""
-        inverse = self._inverse
-        if inverse is None or inverse.shape[-1] < count or inverse.device != device:
-            hop, size = self.plan.hop_size, self.plan.chunk_size
-            periods = -(-size // hop)
-            folded = torch.zeros(periods * hop, dtype=torch.float64)
-            folded[:size] = self.window.to("cpu", torch.float64)
-            period = 1.0 / folded.reshape(periods, hop).sum(dim=0)
-            repeats = -(-max(count, size) // hop)
-            inverse = period.repeat(repeats).to(device=device, dtype=torch.float32)
-            self._inverse = inverse
-        return inverse[:count]
+        self._tail: torch.Tensor | None = None  # P samples from chunk_start(added) onwards
 
     def add(
         self, chunks: SeparatedChunkedTensor, *, length: int | None = None
@@ -259,45 +263,56 @@ class Stitcher:
                 f"got shape {tuple(chunks.shape)}"
             )
         count, stems, channels, size = chunks.shape
-        hop, carried = self.plan.hop_size, self.plan.padding
-        span = (count - 1) * hop + size
-        acc = self._acc
-        if acc is None or acc.shape[-1] < span or acc.shape[:2] != (stems, channels):
-            grown = torch.zeros(stems, channels, span, device=chunks.device, dtype=torch.float32)
-            if acc is not None:
-                grown[..., :carried] = acc[..., :carried]
-            acc = self._acc = grown
+        hop, shared = self.plan.hop_size, self.plan.padding
+        acc = torch.empty(
+            stems, channels, (count - 1) * hop + size, device=chunks.device, dtype=torch.float32
+        )
+        tail = self._tail
+        if tail is None or tail.shape[:2] != (stems, channels):
+            acc[..., :shared].zero_()
         else:
-            acc[..., carried:span].zero_()
-        window = self.window.to(chunks.device)
+            acc[..., :shared] = tail
+        weights = self.weights.to(chunks.device)
+        head_w, fresh_w = weights[:shared], weights[shared:]
         for i in range(count):
-            acc[..., i * hop : i * hop + size].addcmul_(chunks[i], window)
+            at = i * hop
+            chunk = chunks[i]
+            if shared:
+                acc[..., at : at + shared].addcmul_(chunk[..., :shared], head_w)
+            torch.mul(chunk[..., shared:], fresh_w, out=acc[..., at + shared : at + size])
         self.added += count
         ready = count * hop  # positions before the next chunk's start are final
+        self._tail = acc[..., ready:]
         first = self.plan.chunk_start(self.added) - ready
-        out = self._emit(acc[..., :ready], first=first, limit=length)
-        if carried:  # the overlap tail moves to the front for the next batch
-            acc[..., :carried] = acc[..., ready : ready + carried].clone()
-        return out
+        return self._emit(acc[..., :ready], first=first, limit=length)
 
     def finish(self, length: int) -> RawSeparatedTensor:
         """The remaining samples up to `length`, the track's total length."""
-        if self._acc is None:
+        if self._tail is None or self.added == 0:
             raise ValueError("finish() before any chunk was added")
         covered = self.plan.chunk_start(self.added - 1) + self.plan.chunk_size
         if covered < length:
             raise ValueError(f"chunks cover {covered} samples, fewer than {length=}")
-        tail = self._acc[..., : self.plan.padding]
-        out = self._emit(tail, first=self.plan.chunk_start(self.added), limit=length)
-        self._acc = None
+        out = self._emit(self._tail, first=self.plan.chunk_start(self.added), limit=length)
+        self._tail = None
         return out
 
     def _emit(self, acc: torch.Tensor, *, first: int, limit: int | None) -> RawSeparatedTensor:
-        """Normalize and hand on track positions [max(first, returned), limit) of `acc`, whose
-        sample 0 sits at track position `first` (a chunk start, so phase 0 of the window sum)."""
+        """Hand on track positions [max(first, returned), limit) of `acc`, whose sample 0 sits
+        at track position `first`."""
         lo = max(self.returned - first, 0)
         hi = acc.shape[-1] if limit is None else min(limit - first, acc.shape[-1])
         hi = max(hi, lo)
-        inverse = self._inverse_weights(hi, acc.device)
         self.returned = max(self.returned, first + hi)
-        return RawSeparatedTensor(acc[..., lo:hi] * inverse[lo:hi])
+        return RawSeparatedTensor(acc[..., lo:hi])
+
+
+def _normalized_window(window: WindowTensor, hop: int) -> torch.Tensor:
+    """`window` divided by its overlap-add sum at hop `hop`, which is periodic in `hop`: the
+    weights of all chunks covering any fully covered sample then add up to exactly 1."""
+    size = window.shape[-1]
+    periods = -(-size // hop)
+    folded = torch.zeros(periods * hop, dtype=torch.float64)
+    folded[:size] = window.to("cpu", torch.float64)
+    period_sum = folded.reshape(periods, hop).sum(dim=0)
+    return (folded[:size] / period_sum.repeat(periods)[:size]).to(torch.float32)

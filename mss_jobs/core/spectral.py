@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -66,10 +67,15 @@ def overlap_add_window(
     """
     if size <= 0:
         raise ConfigError(f"window size must be positive, got {size=}")
-    position = (torch.arange(size, dtype=torch.float64, device=device) + 0.5) / size
+    # A worker separates many tracks with the same chunk size: compute each window once.
+    return WindowTensor(_overlap_add_window_cpu(shape, size).to(device).clone())
+
+
+@functools.lru_cache(maxsize=16)
+def _overlap_add_window_cpu(shape: WindowShape, size: int) -> torch.Tensor:
+    position = (torch.arange(size, dtype=torch.float64) + 0.5) / size
     window = _window_at(shape, position)
-    window = window.clamp_min(1e-6 * float(window.max()))
-    return WindowTensor(window.to(torch.float32))
+    return window.clamp_min(1e-6 * float(window.max())).to(torch.float32)
 
 
 @dataclass(frozen=True, slots=True)
