@@ -272,8 +272,9 @@ class Stitcher:
             acc[..., :shared].zero_()
         else:
             acc[..., :shared] = tail
-        weights = self.weights.to(chunks.device)
-        head_w, fresh_w = weights[:shared], weights[shared:]
+        if self.weights.device != chunks.device:  # move once, not once per batch
+            self.weights = self.weights.to(chunks.device)
+        head_w, fresh_w = self.weights[:shared], self.weights[shared:]
         for i in range(count):
             at = i * hop
             chunk = chunks[i]
