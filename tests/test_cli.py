@@ -165,3 +165,29 @@ def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
         "harmonic.flac",
         "percussive.flac",
     ]
+
+
+def test_output_impossible_for_one_input_fails_only_that_input(tmp_path: Path) -> None:
+    six = _track(tmp_path / "six.wav", seconds=0.2, channels=6)  # mp3 holds at most 2 channels
+    two = _track(tmp_path / "two.wav", seconds=0.2, channels=2)
+    result = CliRunner().invoke(
+        main,
+        [
+            "separate",
+            str(six),
+            str(two),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            "identity",
+            "--format",
+            "mp3",
+            "-q",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "error:" in result.stderr
+    assert "config.invalid" in result.stderr
+    assert "channels=6" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["two"]
+    assert [p.name for p in (tmp_path / "out" / "two").iterdir()] == ["mixture.mp3"]
