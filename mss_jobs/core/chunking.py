@@ -120,16 +120,20 @@ class ChunkStream:
         self._finished = False
 
     def push(self, block: torch.Tensor) -> Iterator[PaddedChunkedAudioTensor]:
+        """Take `block` now (even if the result is never iterated); iterate the result for the
+        batches it completed."""
         if self._finished:
             raise RuntimeError("push() after finish()")
         if block.dim() != 2 or block.shape[0] != self.channels:
             raise ValueError(
                 f"expected a ({self.channels}, n) block, got shape {tuple(block.shape)}"
             )
-        if block.shape[-1] == 0:
-            return
-        self._pieces.append(block.to(torch.float32))
-        self.received += block.shape[-1]
+        if block.shape[-1] > 0:
+            self._pieces.append(block.to(torch.float32))
+            self.received += block.shape[-1]
+        return self._ready_batches()
+
+    def _ready_batches(self) -> Iterator[PaddedChunkedAudioTensor]:
         # Mirroring the left edge reads samples up to index P, so wait for them first.
         if self.received <= self.plan.padding:
             return
@@ -140,10 +144,11 @@ class ChunkStream:
             yield self._take(self.batch_size, length=None)
 
     def finish(self) -> Iterator[PaddedChunkedAudioTensor]:
-        """Emit the remaining chunks; the track length is now known (`received`)."""
-        if self._finished:
-            return
-        self._finished = True
+        """Mark the end of the track now; iterate the result for the remaining batches."""
+        already, self._finished = self._finished, True
+        return iter(()) if already else self._final_batches()
+
+    def _final_batches(self) -> Iterator[PaddedChunkedAudioTensor]:
         if self.received == 0:
             return
         total = self.plan.num_chunks(self.received)

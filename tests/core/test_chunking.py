@@ -352,3 +352,14 @@ def test_stitcher_rejects_misuse() -> None:
     stitcher.add(SeparatedChunkedTensor(torch.zeros(2, 1, 1, 16)))  # covers [-8, 16)
     with pytest.raises(ValueError, match="cover 16 samples"):
         stitcher.finish(17)
+
+
+def test_push_takes_the_block_even_if_the_result_is_not_iterated() -> None:
+    plan = ChunkPlan.from_overlap(8, 0.5)
+    stream = ChunkStream(plan, channels=1, batch_size=2)
+    x = torch.arange(40, dtype=torch.float32)[None]
+    stream.push(x[:, :20])  # result deliberately dropped
+    assert stream.received == 20
+    stream.finish()  # likewise: the end is marked without iterating
+    with pytest.raises(RuntimeError, match="after finish"):
+        stream.push(x[:, 20:])
