@@ -1,0 +1,186 @@
+"""Real services for the worker tests: PostgreSQL, a moto S3 server, Redis and `celery worker`.
+
+Each session gets a fresh migrated database `mss_test_<random>`, a unique bucket on a moto server
+on loopback, and Redis database 13 (flushed before and after: it is reserved for these tests).
+The worker is a real `celery -A workers.app worker` subprocess configured only through `MSS_*`
+variables, in its own process group so a test can SIGKILL it with its pool children.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from moto.server import ThreadedMotoServer
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+from worker_harness import PREFIX, Submitter, WorkerProcess
+
+from mss_jobs.db import make_engine, make_session_factory, migrate
+from mss_jobs.settings import Settings, load_settings
+from mss_jobs.storage import S3Storage
+from workers.app import create_app
+
+ADMIN_URL = os.environ.get(
+    "MSS_TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = "redis://127.0.0.1:6379/13"
+ACCESS_KEY_ID = "MSSTESTACCESSKEY0001"
+SECRET_ACCESS_KEY = "mss-test-secret-do-not-print-0123456789"
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, migrated to head, dropped at the end of the session."""
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    name = f"mss_test_{secrets.token_hex(6)}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def bucket(s3_endpoint: str) -> str:
+    name = f"mss-test-{uuid.uuid4().hex[:16]}"
+    _storage(s3_endpoint, name).ensure_bucket()
+    return name
+
+
+@pytest.fixture(scope="session")
+def storage(s3_endpoint: str, bucket: str) -> S3Storage:
+    return _storage(s3_endpoint, bucket)
+
+
+def _storage(endpoint: str, bucket: str) -> S3Storage:
+    return S3Storage(
+        bucket,
+        prefix=PREFIX,
+        endpoint_url=endpoint,
+        region=REGION,
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+        max_attempts=2,
+        connect_timeout=2.0,
+        read_timeout=10.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[str]:
+    """Redis database 13, empty before and after the session."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def worker_env(
+    database_url: str, s3_endpoint: str, bucket: str, redis_db: str, tmp_path_factory: Any
+) -> dict[str, str]:
+    """`MSS_*` variables pointing at the session's services (time limits small)."""
+    return {
+        "MSS_BROKER_URL": redis_db,
+        "MSS_DATABASE_URL": database_url,
+        "MSS_DATA_DIR": str(tmp_path_factory.mktemp("mss-data")),
+        "MSS_STORAGE_BACKEND": "s3",
+        "MSS_S3_ENDPOINT_URL": s3_endpoint,
+        "MSS_S3_REGION": REGION,
+        "MSS_S3_BUCKET": bucket,
+        "MSS_S3_PREFIX": PREFIX,
+        "MSS_S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "MSS_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+        "MSS_JOB_SOFT_TIME_LIMIT_SECONDS": "20",
+        "MSS_JOB_HARD_TIME_LIMIT_SECONDS": "25",
+        "MSS_VISIBILITY_TIMEOUT_SECONDS": "30",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(worker_env: dict[str, str]) -> Settings:
+    fields = {name.removeprefix("MSS_").lower(): value for name, value in worker_env.items()}
+    return load_settings(**fields)
+
+
+@pytest.fixture(scope="session")
+def celery_app(settings: Settings) -> Celery:
+    """The client side (what the API holds): used to enqueue."""
+    return create_app(settings)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[[Mapping[str, str]], WorkerProcess]]:
+    """`start_worker(env)`: a ready worker, stopped when the test ends."""
+    started: list[WorkerProcess] = []
+
+    def start(env: Mapping[str, str]) -> WorkerProcess:
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(
+    worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """One worker shared by a module's tests (module scope: it must not outlive them, or it
+    would compete for the tasks of a test that runs its own workers)."""
+    process = WorkerProcess(worker_env, tmp_path_factory.mktemp("worker") / "worker.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def jobs(
+    celery_app: Celery,
+    sessions: sessionmaker[Session],
+    storage: S3Storage,
+    tmp_path: Path,
+) -> Submitter:
+    return Submitter(celery_app, sessions, storage, tmp_path)

@@ -1,0 +1,101 @@
+"""The Celery app: Redis broker, two priority-ordered queues, late acknowledgement.
+
+    celery -A workers.app worker -Q interactive,bulk -c 1 -P prefork
+
+`app` is built from the environment (`MSS_*`) on first access, so importing this module reads no
+settings; tests and the API call `create_app(settings)` instead.
+
+Delivery guarantees: a task is acknowledged only when it returns (`task_acks_late`), and a task
+whose worker process died is re-queued (`task_reject_on_worker_lost`); a worker that vanished
+with its message unacknowledged gets it redelivered by Redis after `visibility_timeout`, which the
+settings keep above the hard time limit (a live worker would otherwise see its own long task
+redelivered). Workers look for such expired messages every quarter visibility timeout (at most
+10 s). The task is idempotent, so running twice is harmless.
+
+Priorities: Redis has none, so kombu emulates them with one list per step (`priority_steps`)
+and pops the lists in order, 0 first. Job priority (0..9, higher more urgent) is mapped by
+`workers.tasks.broker_priority` (9 - priority) when enqueueing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery  # type: ignore[import-untyped]
+from kombu.entity import Exchange, Queue
+
+from mss_jobs.db.models import DEFAULT_PRIORITY
+from mss_jobs.errors import ConfigError
+from mss_jobs.settings import Settings, env_var, load_settings
+from workers.tasks import SEPARATE_TASK, broker_priority, register_tasks
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app for `settings` with `mss_jobs.separate` registered."""
+    if settings.broker_url is None:
+        raise ConfigError(
+            f"the Celery worker needs a broker: set {env_var('broker_url')} "
+            "(e.g. redis://127.0.0.1:6379/0)"
+        )
+    app = Celery("mss_jobs", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    register_tasks(app, settings)
+    return app
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from ours; see the module docstring for the reasoning."""
+    interactive, bulk = settings.queue_interactive, settings.queue_bulk
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
+            "sep": ":",
+            # kombu sweeps for expired unacknowledged messages every interval × throttle seconds
+            # (100 s by default); sweep every quarter timeout (at most 10 s) instead, so a dead
+            # worker's task waits little more than the visibility timeout. One ZRANGE a sweep.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_seconds // 4)),
+            "unacked_restore_throttle": 1,
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.job_soft_time_limit_seconds,
+        "task_time_limit": settings.job_hard_time_limit_seconds,
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "task_queues": (_queue(interactive), _queue(bulk)),
+        "task_default_queue": interactive,
+        "task_default_priority": broker_priority(DEFAULT_PRIORITY),
+        "task_routes": {SEPARATE_TASK: {"queue": interactive}},
+        "worker_hijack_root_logger": True,
+    }
+
+
+def _queue(name: str) -> Queue:
+    # Explicit exchange and key: Celery would otherwise bind every queue declared without one to
+    # the default queue's exchange and key, and tasks sent to `bulk` would land in `interactive`.
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+
+
+_default_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`workers.app.app`, built from the environment on first access (`celery -A workers.app`)."""
+    global _default_app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _default_app is None:
+        _default_app = create_app(load_settings())
+    return _default_app

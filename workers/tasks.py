@@ -1,0 +1,360 @@
+"""The one Celery task, `mss_jobs.separate(job_id)`: claim the job row, run it, record the outcome.
+
+    claim ─▶ download input ─▶ probe, record_input ─▶ model (per-process cache)
+          ─▶ separate_file (progress → DB + Celery state, cancellation checked) ─▶ upload stems
+          ─▶ record_output (upsert per stem) ─▶ mark_succeeded
+
+Idempotent: a job that is finished, cancelled or unknown is skipped, outputs go to keys derived
+from the job id, and every write carries the attempt number from the claim, so a worker that lost
+its claim (redelivery after a crash) stops mattering. Failure semantics:
+
+- `PermanentError` (bad input, bad params, unknown model, storage refusal): the job fails with the
+  error's code; the task itself *succeeds* (returns "failed"), so Celery never retries it.
+- `TransientError` (storage or database hiccup): Celery retries with exponential backoff and
+  jitter; the retry re-claims the job (attempt + 1). Once retries are exhausted the job fails
+  with the transient error's code.
+- Soft time limit: the job fails with `job.time_limit` (not retried: it would time out again).
+- Anything else is a bug: the job fails with code `internal` naming the exception type, and the
+  exception is re-raised so Celery logs the traceback and Flower shows the task as failed. It is
+  not retried; the worker process carries on with the next task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Final, Protocol, cast
+
+from celery import Celery  # type: ignore[import-untyped]
+from celery.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyped]
+
+from mss_jobs.audio.decode import probe
+from mss_jobs.db.jobs import (
+    claim_job,
+    mark_failed,
+    mark_succeeded,
+    record_input,
+    record_output,
+    update_progress,
+)
+from mss_jobs.db.models import MAX_PRIORITY, MIN_PRIORITY, Job
+from mss_jobs.db.session import transaction
+from mss_jobs.errors import AudioTooLongError, PermanentError, TransientError
+from mss_jobs.runner import FileSeparation, RunProgress, StemFile, separate_file
+from mss_jobs.settings import Settings
+from mss_jobs.storage import output_key
+from workers.context import LazyWorkerContext, WorkerContext
+from workers.params import parse_params
+
+__all__ = [
+    "MAX_RETRIES",
+    "SEPARATE_TASK",
+    "Outcome",
+    "broker_priority",
+    "enqueue",
+    "register_tasks",
+    "run_separation",
+]
+
+log = logging.getLogger(__name__)
+
+SEPARATE_TASK: Final = "mss_jobs.separate"
+MAX_RETRIES: Final = 5
+TIME_LIMIT_CODE: Final = "job.time_limit"
+INTERNAL_CODE: Final = "internal"
+
+PROGRESS_MIN_SECONDS: Final = 1.0
+"""Progress goes to the database at most this often (or on a 5 % step), which also bounds how
+late a cancellation is noticed: `update_progress` returns False once the job is not ours."""
+PROGRESS_MIN_STEP: Final = 0.05
+_ANALYZE_SHARE: Final = 0.1
+"""Share of the progress bar for the statistics pass; separation gets the rest up to 0.95 and
+the upload the last 5 %."""
+_SEPARATE_END: Final = 0.95
+
+_SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
+
+Outcome = str
+"""What the task returns: "succeeded", "failed", "cancelled" or "skipped"."""
+
+
+class _Request(Protocol):
+    id: str | None
+    retries: int
+    hostname: str | None
+    delivery_info: Mapping[str, Any] | None
+
+
+class BoundTask(Protocol):
+    """The parts of a bound Celery task this module uses (Celery ships no type hints)."""
+
+    request: _Request
+    max_retries: int | None
+
+    def update_state(self, *, state: str, meta: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """The claimed row as plain values, usable after its session closed."""
+
+    id: uuid.UUID
+    attempt: int
+    model: str
+    params: dict[str, Any]
+    input_uri: str
+
+    @classmethod
+    def of(cls, job: Job) -> _Claim:
+        return cls(job.id, job.attempts, job.model, dict(job.params), job.input_uri)
+
+
+class _JobLostError(Exception):
+    """The job stopped being ours (cancelled, or reclaimed after a redelivery)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the task
+# ---------------------------------------------------------------------------------------------
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Register `mss_jobs.separate` on `app`; its resources are built per worker process."""
+    context = LazyWorkerContext(settings)
+
+    def separate(self: BoundTask, job_id: str) -> Outcome:
+        return run_separation(self, job_id, context.get())
+
+    app.task(
+        name=SEPARATE_TASK,
+        shared=False,  # bound to this app's settings; never added to other apps
+        bind=True,
+        autoretry_for=(TransientError,),
+        retry_backoff=True,
+        retry_backoff_max=600,
+        retry_jitter=True,
+        max_retries=MAX_RETRIES,
+    )(separate)
+
+
+def run_separation(task: BoundTask, job_id: str, context: WorkerContext) -> Outcome:
+    """The task body; see the module docstring for what each failure does to the job."""
+    try:
+        job_uuid = uuid.UUID(job_id)
+    except (TypeError, ValueError, AttributeError):
+        log.error("job id %r is not a UUID; message dropped", job_id)
+        return "skipped"
+    delivery = task.request.delivery_info or {}
+    # A redelivered message means the previous worker died; a retry means our own previous
+    # attempt gave up on a transient error. Either way the row is still `running` from it.
+    allow_reclaim = bool(delivery.get("redelivered")) or task.request.retries > 0
+    with transaction(context.sessions) as session:
+        row = claim_job(
+            session, job_id=job_uuid, worker=_worker_name(task), allow_reclaim=allow_reclaim
+        )
+        claim = _Claim.of(row) if row is not None else None
+    if claim is None:
+        log.info("job %s is not claimable (finished, cancelled or unknown); skipped", job_id)
+        return "skipped"
+
+    log.info("job %s claimed (attempt %d, model %s)", claim.id, claim.attempt, claim.model)
+    try:
+        return _run_claimed(task, claim, context)
+    except _JobLostError:
+        log.info("job %s was cancelled or reclaimed; stopped", claim.id)
+        return "cancelled"
+    except PermanentError as exc:
+        _fail(context, claim, code=exc.code, message=str(exc))
+        return "failed"
+    except TransientError as exc:
+        if task.max_retries is not None and task.request.retries >= task.max_retries:
+            _fail(context, claim, code=exc.code, message=f"gave up after retries: {exc}")
+        raise  # autoretry_for schedules the retry (or records the final failure)
+    except SoftTimeLimitExceeded:
+        limit = context.settings.job_soft_time_limit_seconds
+        _fail(context, claim, code=TIME_LIMIT_CODE, message=f"job exceeded its {limit} s limit")
+        return "failed"
+    except Exception as exc:
+        _fail(context, claim, code=INTERNAL_CODE, message=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _run_claimed(task: BoundTask, claim: _Claim, context: WorkerContext) -> Outcome:
+    params = parse_params(claim.params)
+    progress = _ProgressReporter(task, claim, context)
+    with tempfile.TemporaryDirectory(prefix="mss-job-") as tmp:
+        folder = Path(tmp)
+        input_path = folder / f"input{_input_suffix(claim.input_uri)}"
+        downloaded = context.storage.download_file(claim.input_uri, input_path)
+        info = probe(input_path)
+        if info.duration_seconds > context.settings.max_duration_seconds:
+            raise AudioTooLongError(
+                f"input is {info.duration_seconds:.1f} s long; the limit is "
+                f"{context.settings.max_duration_seconds:.0f} s"
+            )
+        with transaction(context.sessions) as session:
+            record_input(
+                session,
+                job_id=claim.id,
+                sha256=downloaded.sha256,
+                format=info.format,
+                sample_rate=info.sample_rate,
+                channels=info.channels,
+                duration_seconds=info.duration_seconds,
+            )
+
+        separator = context.models.get(claim.model)
+        separation = _separate(
+            input_path,
+            folder / "stems",
+            separator=separator,
+            settings=params.separation_settings(separator),
+            output=params.output_spec(),
+            progress=progress,
+        )
+        progress.report("upload", _SEPARATE_END, force=True)
+        for stem in separation.stems:
+            _deliver(stem, claim, context)
+
+    with transaction(context.sessions) as session:
+        if mark_succeeded(session, job_id=claim.id, attempt=claim.attempt) is None:
+            raise _JobLostError
+    log.info("job %s succeeded (%d stems)", claim.id, len(separation.stems))
+    return "succeeded"
+
+
+def _separate(
+    path: Path, out_dir: Path, *, progress: _ProgressReporter, **options: Any
+) -> FileSeparation:
+    # separate_file is a generator; closing it early runs its cleanup (partial files removed).
+    events = cast(Generator[RunProgress | FileSeparation], separate_file(path, out_dir, **options))
+    try:
+        for event in events:
+            if isinstance(event, FileSeparation):
+                return event
+            progress.report(*_progress_of(event))
+    finally:
+        events.close()
+    raise AssertionError("separate_file ended without a result")
+
+
+def _progress_of(event: RunProgress) -> tuple[str, float]:
+    fraction = event.done / event.total if event.total else 0.0
+    fraction = min(max(fraction, 0.0), 1.0)
+    if event.stage == "analyze":
+        return "analyze", _ANALYZE_SHARE * fraction
+    return "separate", _ANALYZE_SHARE + (_SEPARATE_END - _ANALYZE_SHARE) * fraction
+
+
+def _deliver(stem: StemFile, claim: _Claim, context: WorkerContext) -> None:
+    storage = context.storage
+    key = output_key(storage.prefix, claim.id, stem.stem, stem.path.suffix)
+    stored = storage.upload_file(stem.path, key)
+    with transaction(context.sessions) as session:
+        row = record_output(
+            session,
+            job_id=claim.id,
+            stem=stem.stem,
+            uri=stored.uri,
+            size_bytes=stored.bytes,
+            sha256=stored.sha256,
+            format=stem.format,
+            sample_rate=stem.sample_rate,
+            channels=stem.channels,
+            duration_seconds=stem.frames / stem.sample_rate,
+            attempt=claim.attempt,
+        )
+    if row is None:
+        raise _JobLostError
+
+
+def _fail(context: WorkerContext, claim: _Claim, *, code: str, message: str) -> None:
+    log.warning("job %s failed: %s: %s", claim.id, code, message)
+    try:
+        with transaction(context.sessions) as session:
+            mark_failed(session, job_id=claim.id, code=code, message=message, attempt=claim.attempt)
+    except Exception:  # the database may be what failed; the message is logged above
+        log.exception("could not record the failure of job %s", claim.id)
+
+
+class _ProgressReporter:
+    """Throttled progress: to the job row (which doubles as the cancellation check) and to
+    Celery's task state (a no-op without a result backend)."""
+
+    def __init__(self, task: BoundTask, claim: _Claim, context: WorkerContext) -> None:
+        self.task = task
+        self.claim = claim
+        self.context = context
+        self.celery_state = True
+        self._last_time = float("-inf")
+        self._last_progress = 0.0
+        self._last_stage: str | None = None
+
+    def report(self, stage: str, progress: float, *, force: bool = False) -> None:
+        """Write progress if due; raises `_JobLostError` once the job is no longer ours."""
+        now = time.monotonic()
+        due = (
+            force
+            or stage != self._last_stage
+            or now - self._last_time >= PROGRESS_MIN_SECONDS
+            or progress - self._last_progress >= PROGRESS_MIN_STEP
+        )
+        if not due:
+            return
+        self._last_time, self._last_progress, self._last_stage = now, progress, stage
+        with transaction(self.context.sessions) as session:
+            ours = update_progress(
+                session,
+                job_id=self.claim.id,
+                progress=progress,
+                stage=stage,
+                attempt=self.claim.attempt,
+            )
+        if not ours:
+            raise _JobLostError
+        if self.celery_state:
+            meta = {"job_id": str(self.claim.id), "stage": stage, "progress": round(progress, 4)}
+            try:
+                self.task.update_state(state="PROGRESS", meta=meta)
+            except NotImplementedError:  # no result backend configured: progress is in SQL
+                self.celery_state = False
+
+
+def _input_suffix(uri: str) -> str:
+    """The input's extension, kept for the decoders' benefit when it looks sane."""
+    suffix = PurePosixPath(uri.rsplit("?", 1)[0]).suffix
+    return suffix.lower() if _SAFE_SUFFIX.match(suffix) else ".bin"
+
+
+def _worker_name(task: BoundTask) -> str:
+    return f"{task.request.hostname or 'worker'}:{os.getpid()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# enqueueing (called by the API after the job row is committed)
+# ---------------------------------------------------------------------------------------------
+
+
+def broker_priority(priority: int) -> int:
+    """Job priority (0..9, higher is more urgent) → Redis priority (0..9, 0 is served first)."""
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValueError(f"{priority=} must be in [{MIN_PRIORITY}, {MAX_PRIORITY}]")
+    return MAX_PRIORITY - priority
+
+
+def enqueue(app: Celery, job_id: uuid.UUID | str, *, queue: str, priority: int) -> str:
+    """Send `mss_jobs.separate(job_id)` to `queue`; returns the Celery task id.
+
+    Call only after the transaction that created (or re-queued) the job has committed.
+    """
+    result = app.send_task(
+        SEPARATE_TASK, args=[str(job_id)], queue=queue, priority=broker_priority(priority)
+    )
+    return str(result.id)
