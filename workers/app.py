@@ -14,7 +14,7 @@ redelivered). Workers look for such expired messages every quarter visibility ti
 
 Priorities: Redis has none, so kombu emulates them with one list per step (`priority_steps`)
 and pops the lists in order, 0 first. Job priority (0..9, higher more urgent) is mapped by
-`workers.tasks.broker_priority` (9 - priority) when enqueueing.
+`mss_jobs.queueing.broker_priority` (9 - priority) when enqueueing.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery  # type: ignore[import-untyped]
-from kombu.entity import Exchange, Queue
 
-from mss_jobs.db.models import DEFAULT_PRIORITY
 from mss_jobs.errors import ConfigError
+from mss_jobs.queueing import SEPARATE_TASK, shared_celery_config
 from mss_jobs.settings import Settings, env_var, load_settings
-from workers.tasks import SEPARATE_TASK, broker_priority, register_tasks
+from workers.tasks import register_tasks
 
 __all__ = ["create_app"]
 
@@ -46,46 +45,34 @@ def create_app(settings: Settings) -> Celery:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings derived from ours; see the module docstring for the reasoning."""
-    interactive, bulk = settings.queue_interactive, settings.queue_bulk
-    return {
-        "broker_url": settings.broker_url,
-        "result_backend": settings.result_backend,
-        "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            "visibility_timeout": settings.visibility_timeout_seconds,
-            "queue_order_strategy": "priority",
-            "priority_steps": list(range(10)),
-            "sep": ":",
+    """Celery settings derived from ours: the shared wire contract plus the consumer's side."""
+    config = shared_celery_config(settings)
+    config["broker_transport_options"].update(
+        {
             # kombu sweeps for expired unacknowledged messages every interval × throttle seconds
             # (100 s by default); sweep every quarter timeout (at most 10 s) instead, so a dead
             # worker's task waits little more than the visibility timeout. One ZRANGE a sweep.
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_seconds // 4)),
             "unacked_restore_throttle": 1,
-        },
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_soft_time_limit": settings.job_soft_time_limit_seconds,
-        "task_time_limit": settings.job_hard_time_limit_seconds,
-        "task_track_started": True,
-        "task_send_sent_event": True,
-        "worker_send_task_events": True,
-        "task_queues": (_queue(interactive), _queue(bulk)),
-        "task_default_queue": interactive,
-        "task_default_priority": broker_priority(DEFAULT_PRIORITY),
-        "task_routes": {SEPARATE_TASK: {"queue": interactive}},
-        "worker_hijack_root_logger": True,
-    }
-
-
-def _queue(name: str) -> Queue:
-    # Explicit exchange and key: Celery would otherwise bind every queue declared without one to
-    # the default queue's exchange and key, and tasks sent to `bulk` would land in `interactive`.
-    return Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+        }
+    )
+    config.update(
+        {
+            "result_backend": settings.result_backend,
+            "broker_connection_retry_on_startup": True,
+            "result_serializer": "json",
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "task_soft_time_limit": settings.job_soft_time_limit_seconds,
+            "task_time_limit": settings.job_hard_time_limit_seconds,
+            "task_track_started": True,
+            "worker_send_task_events": True,
+            "task_routes": {SEPARATE_TASK: {"queue": settings.queue_interactive}},
+            "worker_hijack_root_logger": True,
+        }
+    )
+    return config
 
 
 _default_app: Celery | None = None

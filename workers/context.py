@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mss_jobs.db.session import make_engine, make_session_factory
 from mss_jobs.settings import Settings
-from mss_jobs.storage import ObjectStorage, create_storage
+from mss_jobs.storage import ObjectStorage, storage_from_settings
 from workers.model_cache import ModelCache
 
 __all__ = ["LazyWorkerContext", "WorkerContext", "build_context"]
@@ -36,17 +36,7 @@ class WorkerContext:
 
 
 def build_context(settings: Settings) -> WorkerContext:
-    secret = settings.s3_secret_access_key
-    storage = create_storage(
-        settings.storage_backend,
-        prefix=settings.s3_prefix,
-        root=settings.local_storage_dir,
-        bucket=settings.s3_bucket,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key_id=settings.s3_access_key_id,
-        secret_access_key=secret.get_secret_value() if secret is not None else None,
-    )
+    storage = storage_from_settings(settings)
     engine = make_engine(settings.database_url)
     return WorkerContext(
         settings=settings,

@@ -44,9 +44,10 @@ from mss_jobs.db.jobs import (
     record_output,
     update_progress,
 )
-from mss_jobs.db.models import MAX_PRIORITY, MIN_PRIORITY, Job
+from mss_jobs.db.models import Job
 from mss_jobs.db.session import transaction
 from mss_jobs.errors import AudioTooLongError, PermanentError, TransientError
+from mss_jobs.queueing import SEPARATE_TASK, broker_priority
 from mss_jobs.runner import FileSeparation, RunProgress, StemFile, separate_file
 from mss_jobs.settings import Settings
 from mss_jobs.storage import output_key
@@ -65,7 +66,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SEPARATE_TASK: Final = "mss_jobs.separate"
 MAX_RETRIES: Final = 5
 TIME_LIMIT_CODE: Final = "job.time_limit"
 INTERNAL_CODE: Final = "internal"
@@ -340,13 +340,6 @@ def _worker_name(task: BoundTask) -> str:
 # ---------------------------------------------------------------------------------------------
 # enqueueing (called by the API after the job row is committed)
 # ---------------------------------------------------------------------------------------------
-
-
-def broker_priority(priority: int) -> int:
-    """Job priority (0..9, higher is more urgent) → Redis priority (0..9, 0 is served first)."""
-    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        raise ValueError(f"{priority=} must be in [{MIN_PRIORITY}, {MAX_PRIORITY}]")
-    return MAX_PRIORITY - priority
 
 
 def enqueue(app: Celery, job_id: uuid.UUID | str, *, queue: str, priority: int) -> str:

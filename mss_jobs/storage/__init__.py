@@ -12,7 +12,7 @@ Every backend error is mapped into `mss_jobs.errors` (see `s3.py` for the table)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mss_jobs.errors import ConfigError
 from mss_jobs.storage.base import (
@@ -29,6 +29,9 @@ from mss_jobs.storage.base import (
 from mss_jobs.storage.local import LocalStorage
 from mss_jobs.storage.s3 import MIB, S3Storage
 from mss_jobs.storage.uri import FileUri, S3Uri, format_s3_uri, parse_uri
+
+if TYPE_CHECKING:
+    from mss_jobs.settings import Settings
 
 __all__ = [
     "DownloadedObject",
@@ -47,6 +50,7 @@ __all__ = [
     "output_key",
     "parse_uri",
     "sanitize_filename",
+    "storage_from_settings",
     "validate_key",
 ]
 
@@ -99,3 +103,18 @@ def create_storage(
             read_timeout=read_timeout,
         )
     raise ConfigError(f"unknown storage backend {backend!r}: expected 'local' or 's3'")
+
+
+def storage_from_settings(settings: Settings) -> ObjectStorage:
+    """The storage backend `settings` describe (what the API and the workers both use)."""
+    secret = settings.s3_secret_access_key
+    return create_storage(
+        settings.storage_backend,
+        prefix=settings.s3_prefix,
+        root=settings.local_storage_dir,
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=secret.get_secret_value() if secret is not None else None,
+    )

@@ -1,0 +1,264 @@
+"""Routes of the `jobs` resource: submit (JSON or upload), read, list, cancel, retry, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mss_jobs.api.deps import ApiState, QueueDep, SessionsDep, StateDep, StorageDep
+from mss_jobs.api.errors import IdempotencyConflictError, JobNotFoundError, JobStateConflictError
+from mss_jobs.api.schemas import ErrorBody, JobCreate, JobOut, JobPage, JobRetry, JobSpec
+from mss_jobs.api.service import effective_params, enqueue_or_fail, job_view
+from mss_jobs.api.uploads import ReceivedUpload, receive_upload
+from mss_jobs.db import Job, JobStatus, transaction
+from mss_jobs.db.jobs import (
+    MAX_PAGE_SIZE,
+    cancel_job,
+    create_job,
+    delete_job,
+    get_job,
+    list_jobs,
+    list_outputs,
+    retry_job,
+)
+from mss_jobs.errors import ConfigError
+from mss_jobs.storage import S3Uri, input_key, job_prefix, parse_uri
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (404, 409, 413, 422, 503)
+}
+
+IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS)
+def submit_job(
+    body: JobCreate,
+    response: Response,
+    state: StateDep,
+    idempotency_key: IdempotencyHeader = None,
+) -> JobOut:
+    """Queue a job for an input already in object storage (`s3://bucket/key`).
+
+    A repeated request with the same idempotency key returns the first job (200); the same key
+    with a different model, params or input is refused (409).
+    """
+    key = _idempotency_key(idempotency_key, body.idempotency_key)
+    model, params = effective_params(body, state.settings)
+    try:
+        parsed = parse_uri(body.input)
+    except ConfigError as exc:
+        raise ConfigError(f"input: {exc}") from exc
+    if state.settings.storage_backend == "s3" and not isinstance(parsed, S3Uri):
+        raise ConfigError(f"input: expected s3://bucket/key, got {body.input!r}")
+    with transaction(state.sessions) as session:
+        replay = key is not None and _by_key(session, key) is not None
+        try:
+            job = create_job(
+                session,
+                model=model,
+                params=params,
+                input_uri=body.input,
+                priority=body.priority,
+                idempotency_key=key,
+            )
+        except ConfigError as exc:
+            raise IdempotencyConflictError(str(exc)) from exc
+    if replay:
+        response.status_code = status.HTTP_200_OK
+    else:
+        enqueue_or_fail(
+            state.sessions, state.queue, job_id=job.id, lane=body.queue, priority=job.priority
+        )
+    return job_view(job)
+
+
+@router.post(
+    "/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "spec": {
+                                "type": "string",
+                                "description": "JSON object with the fields of JobSpec",
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_job(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    idempotency_key: IdempotencyHeader = None,
+) -> JobOut:
+    """Upload the input (multipart: `file`, and `spec` as JSON) and queue a job for it."""
+    async with receive_upload(request, max_bytes=state.settings.max_upload_bytes) as upload:
+        try:
+            spec = JobSpec.model_validate_json(upload.spec)
+        except ValidationError as exc:
+            raise ConfigError(f"spec: {_describe(exc)}") from exc
+        job, created = await run_in_threadpool(
+            _create_uploaded,
+            state,
+            spec,
+            upload,
+            _idempotency_key(idempotency_key, spec.idempotency_key),
+        )
+    if created:
+        await run_in_threadpool(
+            lambda: enqueue_or_fail(
+                state.sessions, state.queue, job_id=job.id, lane=spec.queue, priority=job.priority
+            )
+        )
+    else:
+        response.status_code = status.HTTP_200_OK
+    return job_view(job)
+
+
+def _create_uploaded(
+    state: ApiState, spec: JobSpec, upload: ReceivedUpload, key: str | None
+) -> tuple[Job, bool]:
+    model, params = effective_params(spec, state.settings)
+    # The object key holds the job id, which exists only once the row does: insert with a
+    # placeholder unique to this request, upload, then set the real URI before committing. A row
+    # that comes back without our placeholder was created earlier under the same key.
+    placeholder = f"upload://pending/{uuid.uuid4().hex}"
+    with transaction(state.sessions) as session:
+        try:
+            job = create_job(
+                session,
+                model=model,
+                params=params,
+                input_uri=placeholder,
+                input_sha256=upload.sha256,
+                priority=spec.priority,
+                idempotency_key=key,
+            )
+        except ConfigError as exc:
+            raise IdempotencyConflictError(str(exc)) from exc
+        if job.input_uri != placeholder:
+            return job, False
+        target = input_key(state.storage.prefix, job.id, upload.filename)
+        job.input_uri = state.storage.upload_file(upload.path, target).uri
+    return job, True
+
+
+@router.get("/{job_id}", responses=_ERRORS)
+def read_job(job_id: uuid.UUID, state: StateDep) -> JobOut:
+    """One job with its progress, error and outputs (presigned download URLs)."""
+    with transaction(state.sessions) as session:
+        job = _existing(session, job_id)
+        outputs = list_outputs(session, job_id=job_id)
+    return job_view(
+        job,
+        outputs=outputs,
+        storage=state.storage,
+        presign_seconds=state.settings.presign_expiry_seconds,
+    )
+
+
+@router.get("", responses=_ERRORS)
+def list_all_jobs(
+    sessions: SessionsDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    model: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobPage:
+    """Jobs newest first; pass `next_cursor` back as `cursor` for the next page."""
+    with transaction(sessions) as session:
+        jobs, next_cursor = list_jobs(
+            session, status=status_filter, model=model, limit=limit, cursor=cursor
+        )
+    return JobPage(jobs=[job_view(job) for job in jobs], next_cursor=next_cursor)
+
+
+@router.post("/{job_id}/cancel", responses=_ERRORS)
+def cancel(job_id: uuid.UUID, sessions: SessionsDep) -> JobOut:
+    """queued or running → cancelled (a running worker stops at its next progress write)."""
+    with transaction(sessions) as session:
+        job = cancel_job(session, job_id=job_id)
+        if job is None:
+            current = _existing(session, job_id)
+            raise JobStateConflictError(
+                f"job {job_id} is {current.status}; only queued or running jobs can be cancelled"
+            )
+    return job_view(job)
+
+
+@router.post("/{job_id}/retry", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS)
+def retry(
+    job_id: uuid.UUID,
+    sessions: SessionsDep,
+    queue: QueueDep,
+    body: Annotated[JobRetry | None, Body()] = None,
+) -> JobOut:
+    """failed or cancelled → queued again (attempts are kept), then enqueued."""
+    lane = (body or JobRetry()).queue
+    with transaction(sessions) as session:
+        job = retry_job(session, job_id=job_id)
+        if job is None:
+            current = _existing(session, job_id)
+            raise JobStateConflictError(
+                f"job {job_id} is {current.status}; only failed or cancelled jobs can be retried"
+            )
+    enqueue_or_fail(sessions, queue, job_id=job.id, lane=lane, priority=job.priority)
+    return job_view(job)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
+def delete(job_id: uuid.UUID, sessions: SessionsDep, storage: StorageDep) -> Response:
+    """Delete the job's rows, then every stored object under its prefix (input and stems)."""
+    with transaction(sessions) as session:
+        if not delete_job(session, job_id=job_id):
+            raise JobNotFoundError(f"no job {job_id}")
+    # Rows first: a failure here leaves orphaned objects, never a job pointing at deleted ones.
+    storage.delete_prefix(job_prefix(storage.prefix, job_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _existing(session: Session, job_id: uuid.UUID) -> Job:
+    job = get_job(session, job_id=job_id)
+    if job is None:
+        raise JobNotFoundError(f"no job {job_id}")
+    return job
+
+
+def _by_key(session: Session, key: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+
+
+def _idempotency_key(header: str | None, field: str | None) -> str | None:
+    if header is not None and field is not None and header != field:
+        raise ConfigError(
+            f"idempotency_key: the Idempotency-Key header {header!r} and the body field "
+            f"{field!r} differ"
+        )
+    return header if header is not None else field
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc'])) or 'spec'}: {error['msg']}" for error in exc.errors()
+    )
