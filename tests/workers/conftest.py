@@ -8,53 +8,38 @@ variables, in its own process group so a test can SIGKILL it with its pool child
 
 from __future__ import annotations
 
-import logging
-import os
-import secrets
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from celery import Celery
-from moto.server import ThreadedMotoServer
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
+from real_services import (
+    REGION,
+    flushed_redis,
+    fresh_database,
+    moto_endpoint,
+    new_bucket,
+    s3_storage,
+)
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 from worker_harness import PREFIX, Submitter, WorkerProcess
 
-from mss_jobs.db import make_engine, make_session_factory, migrate
+from mss_jobs.db import make_engine, make_session_factory
 from mss_jobs.settings import Settings, load_settings
 from mss_jobs.storage import S3Storage
 from workers.app import create_app
 
-ADMIN_URL = os.environ.get(
-    "MSS_TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = "redis://127.0.0.1:6379/13"
 ACCESS_KEY_ID = "MSSTESTACCESSKEY0001"
 SECRET_ACCESS_KEY = "mss-test-secret-do-not-print-0123456789"
-REGION = "us-east-1"
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh PostgreSQL database, migrated to head, dropped at the end of the session."""
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    name = f"mss_test_{secrets.token_hex(6)}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
+    with fresh_database("mss_test") as url:
         yield url
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -66,50 +51,33 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_endpoint() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")
 def bucket(s3_endpoint: str) -> str:
-    name = f"mss-test-{uuid.uuid4().hex[:16]}"
-    _storage(s3_endpoint, name).ensure_bucket()
-    return name
+    return new_bucket(
+        s3_endpoint, name_prefix="mss-test", access_key_id=ACCESS_KEY_ID, secret=SECRET_ACCESS_KEY
+    )
 
 
 @pytest.fixture(scope="session")
 def storage(s3_endpoint: str, bucket: str) -> S3Storage:
-    return _storage(s3_endpoint, bucket)
-
-
-def _storage(endpoint: str, bucket: str) -> S3Storage:
-    return S3Storage(
+    return s3_storage(
+        s3_endpoint,
         bucket,
         prefix=PREFIX,
-        endpoint_url=endpoint,
-        region=REGION,
         access_key_id=ACCESS_KEY_ID,
         secret_access_key=SECRET_ACCESS_KEY,
-        max_attempts=2,
-        connect_timeout=2.0,
-        read_timeout=10.0,
     )
 
 
 @pytest.fixture(scope="session")
 def redis_db() -> Iterator[str]:
-    """Redis database 13, empty before and after the session."""
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-    client.close()
+    """This suite's Redis database, empty before and after the session."""
+    with flushed_redis(REDIS_URL) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
