@@ -92,3 +92,33 @@ def flushed_redis(url: str) -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+def service_env(
+    *,
+    database_url: str,
+    broker_url: str,
+    s3_endpoint: str,
+    bucket: str,
+    prefix: str,
+    access_key_id: str,
+    secret_access_key: str,
+    data_dir: str,
+) -> dict[str, str]:
+    """`MSS_*` variables pointing a worker or an API at these services, with small time limits
+    (soft 20 s < hard 25 s < visibility 30 s) so a stuck test ends quickly."""
+    return {
+        "MSS_BROKER_URL": broker_url,
+        "MSS_DATABASE_URL": database_url,
+        "MSS_DATA_DIR": data_dir,
+        "MSS_STORAGE_BACKEND": "s3",
+        "MSS_S3_ENDPOINT_URL": s3_endpoint,
+        "MSS_S3_REGION": REGION,
+        "MSS_S3_BUCKET": bucket,
+        "MSS_S3_PREFIX": prefix,
+        "MSS_S3_ACCESS_KEY_ID": access_key_id,
+        "MSS_S3_SECRET_ACCESS_KEY": secret_access_key,
+        "MSS_JOB_SOFT_TIME_LIMIT_SECONDS": "20",
+        "MSS_JOB_HARD_TIME_LIMIT_SECONDS": "25",
+        "MSS_VISIBILITY_TIMEOUT_SECONDS": "30",
+    }

@@ -22,12 +22,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from real_services import (
-    REGION,
     flushed_redis,
     fresh_database,
     moto_endpoint,
     new_bucket,
     s3_storage,
+    service_env,
 )
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -100,22 +100,18 @@ def api_env(
     database_url: str, s3_endpoint: str, bucket: str, redis_db: str, tmp_path_factory: Any
 ) -> dict[str, str]:
     """`MSS_*` variables shared by the API and the worker subprocess."""
-    return {
-        "MSS_BROKER_URL": redis_db,
-        "MSS_DATABASE_URL": database_url,
-        "MSS_DATA_DIR": str(tmp_path_factory.mktemp("mss-data")),
-        "MSS_STORAGE_BACKEND": "s3",
-        "MSS_S3_ENDPOINT_URL": s3_endpoint,
-        "MSS_S3_REGION": REGION,
-        "MSS_S3_BUCKET": bucket,
-        "MSS_S3_PREFIX": PREFIX,
-        "MSS_S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "MSS_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-        "MSS_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-        "MSS_JOB_SOFT_TIME_LIMIT_SECONDS": "20",
-        "MSS_JOB_HARD_TIME_LIMIT_SECONDS": "25",
-        "MSS_VISIBILITY_TIMEOUT_SECONDS": "30",
-    }
+    env = service_env(
+        database_url=database_url,
+        broker_url=redis_db,
+        s3_endpoint=s3_endpoint,
+        bucket=bucket,
+        prefix=PREFIX,
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+        data_dir=str(tmp_path_factory.mktemp("mss-data")),
+    )
+    env["MSS_MAX_UPLOAD_BYTES"] = str(MAX_UPLOAD_BYTES)
+    return env
 
 
 def _settings(env: dict[str, str], **overrides: Any) -> Settings:

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from celery import Celery
 from real_services import (
-    REGION,
     flushed_redis,
     fresh_database,
     moto_endpoint,
     new_bucket,
     s3_storage,
+    service_env,
 )
 from sqlalchemy.orm import Session, sessionmaker
 from worker_harness import PREFIX, Submitter, WorkerProcess
@@ -85,21 +85,16 @@ def worker_env(
     database_url: str, s3_endpoint: str, bucket: str, redis_db: str, tmp_path_factory: Any
 ) -> dict[str, str]:
     """`MSS_*` variables pointing at the session's services (time limits small)."""
-    return {
-        "MSS_BROKER_URL": redis_db,
-        "MSS_DATABASE_URL": database_url,
-        "MSS_DATA_DIR": str(tmp_path_factory.mktemp("mss-data")),
-        "MSS_STORAGE_BACKEND": "s3",
-        "MSS_S3_ENDPOINT_URL": s3_endpoint,
-        "MSS_S3_REGION": REGION,
-        "MSS_S3_BUCKET": bucket,
-        "MSS_S3_PREFIX": PREFIX,
-        "MSS_S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "MSS_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-        "MSS_JOB_SOFT_TIME_LIMIT_SECONDS": "20",
-        "MSS_JOB_HARD_TIME_LIMIT_SECONDS": "25",
-        "MSS_VISIBILITY_TIMEOUT_SECONDS": "30",
-    }
+    return service_env(
+        database_url=database_url,
+        broker_url=redis_db,
+        s3_endpoint=s3_endpoint,
+        bucket=bucket,
+        prefix=PREFIX,
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+        data_dir=str(tmp_path_factory.mktemp("mss-data")),
+    )
 
 
 @pytest.fixture(scope="session")
