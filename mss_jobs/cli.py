@@ -11,6 +11,7 @@ import click
 from tqdm import tqdm
 
 from mss_jobs.audio.encode import validate_output
+from mss_jobs.cli_jobs import COMMANDS
 from mss_jobs.core.derived import DerivedStem, parse_derived
 from mss_jobs.core.pipeline import SeparationSettings
 from mss_jobs.errors import MssError
@@ -241,3 +242,7 @@ def demo_track(path: Path, seconds: float, sample_rate: int) -> None:
         w.write(track.mixture)
         w.commit()
     click.echo(f"wrote {seconds:g} s demo track to {path}")
+
+
+for _command in COMMANDS:
+    main.add_command(_command)

@@ -3,6 +3,7 @@
 MssError
 ├── PermanentError
 │   ├── JobNotFoundError          job.not_found          404
+│   ├── OutputNotFoundError       output.not_found       404
 │   ├── JobStateConflictError     job.state_conflict     409
 │   ├── IdempotencyConflictError  idempotency.conflict   409
 │   └── UploadTooLargeError       upload.too_large       413
@@ -26,6 +27,7 @@ __all__ = [
     "IdempotencyConflictError",
     "JobNotFoundError",
     "JobStateConflictError",
+    "OutputNotFoundError",
     "UploadTooLargeError",
     "http_status",
 ]
@@ -33,6 +35,12 @@ __all__ = [
 
 class JobNotFoundError(PermanentError):
     code = "job.not_found"
+
+
+class OutputNotFoundError(PermanentError):
+    """The job exists but has no such stem (not finished yet, or never asked for)."""
+
+    code = "output.not_found"
 
 
 class JobStateConflictError(PermanentError):
@@ -58,6 +66,7 @@ class BrokerUnavailableError(TransientError):
 # First match wins, so subclasses come before their bases.
 _STATUSES: tuple[tuple[type[MssError], int], ...] = (
     (JobNotFoundError, 404),
+    (OutputNotFoundError, 404),
     (JobStateConflictError, 409),
     (IdempotencyConflictError, 409),
     (UploadTooLargeError, 413),

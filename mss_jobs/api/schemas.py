@@ -105,8 +105,12 @@ class JobOutput(BaseModel):
     size_bytes: int
     sha256: str
     url: str
-    """A presigned GET URL, valid for `url_expires_in` seconds from the response."""
+    """A presigned GET URL, valid for `url_expires_in` seconds from the response (`file://` with
+    local storage, which only a client on the same machine can read)."""
     url_expires_in: int
+    download: str
+    """This API's path for the stem: streams it (local storage) or redirects (307) to a fresh
+    presigned URL (S3). Works wherever the API is reachable."""
 
 
 class JobOut(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Final
 
@@ -29,7 +30,14 @@ from mss_jobs.settings import Settings
 from mss_jobs.storage import ObjectStorage, S3Uri, output_key, parse_uri, sanitize_filename
 from workers.params import parse_params
 
-__all__ = ["API_WORKER", "effective_params", "enqueue_or_fail", "job_view"]
+__all__ = [
+    "API_WORKER",
+    "OutputLocation",
+    "effective_params",
+    "enqueue_or_fail",
+    "job_view",
+    "output_location",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +126,15 @@ def job_view(
     )
 
 
-def _output_view(
-    job: Job, row: JobOutputRow, *, storage: ObjectStorage, expires_in: int
-) -> JobOutput:
+@dataclass(frozen=True, slots=True)
+class OutputLocation:
+    """Where a stem lives in storage and the file name a download should get."""
+
+    key: str
+    filename: str
+
+
+def output_location(job: Job, row: JobOutputRow, *, storage: ObjectStorage) -> OutputLocation:
     parsed = parse_uri(row.uri)
     key = (
         parsed.key
@@ -128,7 +142,13 @@ def _output_view(
         else output_key(storage.prefix, job.id, row.stem, row.format)
     )
     track = PurePosixPath(job.input_uri).stem or "track"
-    filename = sanitize_filename(f"{track}-{row.stem}.{row.format}")
+    return OutputLocation(key, sanitize_filename(f"{track}-{row.stem}.{row.format}"))
+
+
+def _output_view(
+    job: Job, row: JobOutputRow, *, storage: ObjectStorage, expires_in: int
+) -> JobOutput:
+    where = output_location(job, row, storage=storage)
     return JobOutput(
         stem=row.stem,
         format=row.format,
@@ -137,6 +157,7 @@ def _output_view(
         duration_seconds=row.duration_seconds,
         size_bytes=row.size_bytes,
         sha256=row.sha256,
-        url=storage.presign_get(key, expires_in=expires_in, filename=filename),
+        url=storage.presign_get(where.key, expires_in=expires_in, filename=where.filename),
         url_expires_in=expires_in,
+        download=f"/v1/jobs/{job.id}/outputs/{row.stem}",
     )

@@ -26,6 +26,7 @@ __all__ = [
     "alembic_config",
     "current_revision",
     "downgrade",
+    "ensure_current",
     "head_revision",
     "main",
     "migrations_dir",
@@ -80,6 +81,27 @@ def current_revision(url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+def ensure_current(url: str, *, upgrade_if_behind: bool) -> None:
+    """Make sure the database at `url` has the schema this code expects.
+
+    Embedded SQLite upgrades itself (`upgrade_if_behind=True`: nobody else shares the file);
+    a shared production database is migrated deliberately, once, by `mss-jobs migrate`, so here a
+    database behind the code is a `ConfigError` saying so instead of a migration race between
+    every API and worker process that starts.
+    """
+    head = head_revision()
+    current = current_revision(url)
+    if current == head:
+        return
+    if upgrade_if_behind:
+        upgrade(url)
+        return
+    raise ConfigError(
+        f"the database is at migration {current or 'none (empty)'}, this code needs {head}: "
+        "run `mss-jobs migrate` first"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mss_jobs.api.deps import ApiState, QueueDep, SessionsDep, StateDep, StorageDep
-from mss_jobs.api.errors import IdempotencyConflictError, JobNotFoundError, JobStateConflictError
+from mss_jobs.api.errors import (
+    IdempotencyConflictError,
+    JobNotFoundError,
+    JobStateConflictError,
+    OutputNotFoundError,
+)
 from mss_jobs.api.schemas import ErrorBody, JobCreate, JobOut, JobPage, JobRetry, JobSpec
-from mss_jobs.api.service import effective_params, enqueue_or_fail, job_view
+from mss_jobs.api.service import effective_params, enqueue_or_fail, job_view, output_location
 from mss_jobs.api.uploads import ReceivedUpload, receive_upload
 from mss_jobs.db import Job, JobStatus, transaction
 from mss_jobs.db.jobs import (
@@ -28,7 +34,7 @@ from mss_jobs.db.jobs import (
     retry_job,
 )
 from mss_jobs.errors import ConfigError
-from mss_jobs.storage import S3Uri, input_key, job_prefix, parse_uri
+from mss_jobs.storage import LocalStorage, S3Uri, input_key, job_prefix, parse_uri
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -176,6 +182,38 @@ def read_job(job_id: uuid.UUID, state: StateDep) -> JobOut:
         storage=state.storage,
         presign_seconds=state.settings.presign_expiry_seconds,
     )
+
+
+_MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
+
+
+@router.get(
+    "/{job_id}/outputs/{stem}",
+    responses={**_ERRORS, 200: {"content": {"audio/*": {}}}, 307: {"description": "to S3"}},
+    response_class=Response,
+)
+def download_output(
+    job_id: uuid.UUID,
+    stem: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")],
+    state: StateDep,
+) -> Response:
+    """A stem's audio: streamed from local storage, or a redirect to a presigned S3 URL."""
+    with transaction(state.sessions) as session:
+        job = _existing(session, job_id)
+        row = next((o for o in list_outputs(session, job_id=job_id) if o.stem == stem), None)
+        if row is None:
+            raise OutputNotFoundError(f"job {job_id} ({job.status}) has no output {stem!r}")
+    where = output_location(job, row, storage=state.storage)
+    if isinstance(state.storage, LocalStorage):
+        return FileResponse(
+            state.storage.path_for(where.key),
+            media_type=_MEDIA_TYPES.get(row.format, "application/octet-stream"),
+            filename=where.filename,
+        )
+    url = state.storage.presign_get(
+        where.key, expires_in=state.settings.presign_expiry_seconds, filename=where.filename
+    )
+    return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
 
 
 @router.get("", responses=_ERRORS)

@@ -1,0 +1,171 @@
+"""Edge: a typed client for the HTTP API — what `mss-jobs submit` and `mss-jobs status` speak.
+
+Responses are parsed into the API's own schemas (`mss_jobs.api.schemas`), so client and server
+cannot drift apart silently. An error answer becomes `ApiError` carrying the server's code and
+message; a connection failure becomes `ApiUnavailableError` (transient).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import httpx
+
+from mss_jobs.api.schemas import JobOut, JobOutput
+from mss_jobs.errors import MssError, PermanentError, TransientError
+
+__all__ = ["ApiError", "ApiUnavailableError", "JobsClient"]
+
+_CHUNK_BYTES: Final = 1 << 20
+DEFAULT_POLL_SECONDS: Final = 0.5
+
+
+class ApiError(PermanentError):
+    """The API answered with an error; `code` and the message are the server's."""
+
+    code = "api.error"
+
+    def __init__(self, message: str, *, code: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class ApiUnavailableError(TransientError):
+    code = "api.unavailable"
+
+
+class JobsClient:
+    """A connection to one API (`base_url` such as http://127.0.0.1:8000)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 60.0, trust_env: bool = True) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            trust_env=trust_env,  # False for a loopback server: no proxy may intercept it
+            follow_redirects=True,  # downloads from S3 answer with a redirect
+        )
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def submit_file(
+        self, path: Path, spec: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> JobOut:
+        """Upload `path` and queue a job for it (`spec`: the JobSpec fields)."""
+        with path.open("rb") as handle:
+            files = {"file": (path.name, handle, "application/octet-stream")}
+            response = self._request(
+                "POST",
+                "/v1/jobs/upload",
+                files=files,
+                data={"spec": json.dumps(dict(spec))},
+                headers=_key_header(idempotency_key),
+            )
+        return JobOut.model_validate(response.json())
+
+    def submit_uri(
+        self, uri: str, spec: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> JobOut:
+        """Queue a job for an input already in object storage (`s3://bucket/key`)."""
+        body = {**spec, "input": uri}
+        response = self._request(
+            "POST", "/v1/jobs", json=body, headers=_key_header(idempotency_key)
+        )
+        return JobOut.model_validate(response.json())
+
+    def job(self, job_id: uuid.UUID | str) -> JobOut:
+        return JobOut.model_validate(self._request("GET", f"/v1/jobs/{job_id}").json())
+
+    def wait(
+        self,
+        job_id: uuid.UUID | str,
+        *,
+        on_update: Callable[[JobOut], None] | None = None,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+    ) -> JobOut:
+        """Poll until the job is finished (succeeded, failed or cancelled); returns it."""
+        while True:
+            job = self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job.status.is_terminal:
+                return job
+            time.sleep(poll_seconds)
+
+    def download(self, job: JobOut, dest_dir: Path) -> list[Path]:
+        """Stream every output of a succeeded job to `dest_dir/<stem>.<format>`.
+
+        Each file is written under a temporary name and renamed when complete, so an
+        interrupted download never leaves a truncated stem that looks finished.
+        """
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        return [self._download_one(output, dest_dir) for output in job.outputs or ()]
+
+    def _download_one(self, output: JobOutput, dest_dir: Path) -> Path:
+        target = dest_dir / f"{output.stem}.{output.format}"
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            with self._http.stream("GET", output.download) as response:
+                _raise_for_error(response, read=True)
+                with partial.open("wb") as handle:
+                    for block in response.iter_bytes(_CHUNK_BYTES):
+                        handle.write(block)
+            os.replace(partial, target)
+        except httpx.TransportError as exc:
+            raise ApiUnavailableError(f"download of {output.stem} failed: {exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiUnavailableError(f"cannot reach the API at {self.base_url}: {exc}") from exc
+        _raise_for_error(response)
+        return response
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> JobsClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _key_header(key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": key} if key else {}
+
+
+def _raise_for_error(response: httpx.Response, *, read: bool = False) -> None:
+    if response.is_success:
+        return
+    if read:
+        response.read()
+    code, message = "api.error", response.text[:500] or response.reason_phrase
+    try:
+        detail = response.json()["error"]
+        code, message = str(detail["code"]), str(detail["message"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    error: MssError = ApiError(
+        f"HTTP {response.status_code}: {message}", code=code, status=response.status_code
+    )
+    raise error
