@@ -8,6 +8,8 @@ key separator. Each side adds its own settings on top (acks, limits, timeouts).
 
 from __future__ import annotations
 
+import secrets
+import uuid
 from typing import Any, Final
 
 from kombu.entity import Exchange, Queue
@@ -15,10 +17,21 @@ from kombu.entity import Exchange, Queue
 from mss_jobs.db.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from mss_jobs.settings import Settings
 
-__all__ = ["SEPARATE_TASK", "broker_priority", "shared_celery_config"]
+__all__ = ["SEPARATE_TASK", "broker_priority", "separate_task_id", "shared_celery_config"]
 
 SEPARATE_TASK: Final = "mss_jobs.separate"
 """Name of the worker's separation task; its one argument is the job id."""
+
+
+def separate_task_id(job_id: uuid.UUID | str) -> str:
+    """The Celery task id for one enqueueing of a job: `<job id>.<8 hex>`.
+
+    Carrying the job id makes worker log lines (`Task mss_jobs.separate[<id>] received`) and
+    Flower's task list findable by job; the random tail keeps each enqueueing distinct, so a job
+    queued again (retry, re-dispatch) never merges with its earlier run in Flower, and a revoked
+    task id can never silence a later enqueueing of the same job.
+    """
+    return f"{job_id}.{secrets.token_hex(4)}"
 
 
 def broker_priority(priority: int) -> int:

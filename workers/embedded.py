@@ -30,7 +30,7 @@ from sqlalchemy import select
 
 from mss_jobs.db import Job, JobStatus, make_engine, make_session_factory, transaction
 from mss_jobs.errors import ConfigError
-from mss_jobs.queueing import SEPARATE_TASK, broker_priority
+from mss_jobs.queueing import SEPARATE_TASK, broker_priority, separate_task_id
 from mss_jobs.settings import Settings
 from workers.app import celery_config
 from workers.tasks import register_tasks
@@ -103,6 +103,7 @@ class EmbeddedWorker:
         result = self.app.send_task(
             SEPARATE_TASK,
             args=[str(job_id)],
+            task_id=separate_task_id(job_id),
             queue=self._lanes[lane],
             priority=broker_priority(priority),
         )

@@ -19,7 +19,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from mss_jobs.api.errors import BrokerUnavailableError
-from mss_jobs.queueing import SEPARATE_TASK, broker_priority, shared_celery_config
+from mss_jobs.queueing import SEPARATE_TASK, broker_priority, separate_task_id, shared_celery_config
 from mss_jobs.settings import Settings
 
 __all__ = ["SEPARATE_TASK", "CeleryJobQueue", "JobQueue", "Lane"]
@@ -54,6 +54,7 @@ class CeleryJobQueue:
             result = self._app.send_task(
                 SEPARATE_TASK,
                 args=[str(job_id)],
+                task_id=separate_task_id(job_id),
                 queue=self._lanes[lane],
                 priority=broker_priority(priority),
             )
