@@ -107,6 +107,19 @@ class Settings(BaseSettings):
     """Redis redelivers an unacknowledged task after this long; must exceed the hard limit."""
     default_model: str = Field(default="dsp-hpss", min_length=1, max_length=128)
 
+    # -- reliability -------------------------------------------------------------------------
+    reaper_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    """How often each `celery worker` looks for jobs left `running` by a worker that is gone
+    (one indexed UPDATE per sweep, so a short interval is cheap; reaping is idempotent)."""
+    reaper_grace_seconds: int = Field(default=120, ge=0, le=86400)
+    """A `running` job is reaped once nothing wrote to it for the visibility timeout plus this:
+    the time a redelivered task gets to reach a free worker before its job is given up (raise it
+    when queues stay long, so a crashed worker's job is re-run rather than failed)."""
+    max_worker_deaths: int = Field(default=3, ge=1, le=100)
+    """A job whose worker died this many times while running it (out of memory, segfault,
+    SIGKILL) fails with `worker.lost` instead of being run again: one bad track must not take
+    workers down forever. Deaths since the job last finished count; a manual retry resets them."""
+
     @field_validator("data_dir", "local_storage_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:

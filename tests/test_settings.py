@@ -65,6 +65,24 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.max_upload_bytes == 1000
 
 
+def test_reliability_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert (
+        defaults.reaper_interval_seconds,
+        defaults.reaper_grace_seconds,
+        defaults.max_worker_deaths,
+    ) == (60, 120, 3)
+    monkeypatch.setenv("MSS_REAPER_INTERVAL_SECONDS", "5")
+    monkeypatch.setenv("MSS_REAPER_GRACE_SECONDS", "0")
+    monkeypatch.setenv("MSS_MAX_WORKER_DEATHS", "1")
+    settings = load_settings()
+    assert (
+        settings.reaper_interval_seconds,
+        settings.reaper_grace_seconds,
+        settings.max_worker_deaths,
+    ) == (5, 0, 1)
+
+
 def test_explicit_database_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MSS_DATABASE_URL", "postgresql://mss@db:5432/mss")
     assert Settings().database_url == "postgresql://mss@db:5432/mss"
@@ -81,6 +99,11 @@ def test_explicit_database_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MSS_BROKER_URL", "localhost:6379"),
         ("MSS_PRESIGN_EXPIRY_SECONDS", "999999999"),
         ("MSS_QUEUE_BULK", "has space"),
+        ("MSS_REAPER_INTERVAL_SECONDS", "0"),
+        ("MSS_REAPER_INTERVAL_SECONDS", "3601"),
+        ("MSS_REAPER_GRACE_SECONDS", "-1"),
+        ("MSS_MAX_WORKER_DEATHS", "0"),
+        ("MSS_MAX_WORKER_DEATHS", "101"),
     ],
 )
 def test_invalid_values_name_their_field_and_variable(

@@ -26,6 +26,7 @@ from celery import Celery  # type: ignore[import-untyped]
 from mss_jobs.errors import ConfigError
 from mss_jobs.queueing import SEPARATE_TASK, shared_celery_config
 from mss_jobs.settings import Settings, env_var, load_settings
+from workers.reaper import install_reaper
 from workers.tasks import register_tasks
 
 __all__ = ["create_app"]
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> Celery:
     app = Celery("mss_jobs", set_as_current=False)
     app.conf.update(celery_config(settings))
     register_tasks(app, settings)
+    install_reaper(app, settings)
     return app
 
 

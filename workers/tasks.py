@@ -10,13 +10,21 @@ its claim (redelivery after a crash) stops mattering. Failure semantics:
 
 - `PermanentError` (bad input, bad params, unknown model, storage refusal): the job fails with the
   error's code; the task itself *succeeds* (returns "failed"), so Celery never retries it.
-- `TransientError` (storage or database hiccup): Celery retries with exponential backoff and
-  jitter; the retry re-claims the job (attempt + 1). Once retries are exhausted the job fails
-  with the transient error's code.
+- `TransientError` (storage or database hiccup): the job goes back to `queued` with a `retried`
+  event naming the error, and Celery retries with exponential backoff and jitter; the retry
+  claims the job again (attempt + 1). Once retries are exhausted the job fails with the
+  transient error's code.
 - Soft time limit: the job fails with `job.time_limit` (not retried: it would time out again).
 - Anything else is a bug: the job fails with code `internal` naming the exception type, and the
   exception is re-raised so Celery logs the traceback and Flower shows the task as failed. It is
   not retried; the worker process carries on with the next task.
+- The worker process dies (out of memory, segfault, SIGKILL): nothing is written; the broker
+  redelivers the task (at once when only the pool process died, after the visibility timeout
+  when the whole worker did) and the next worker re-claims the job. A job that has killed
+  `MSS_MAX_WORKER_DEATHS` workers fails with `worker.lost` instead of running again (a poison
+  pill must not take the fleet down in a loop). A job no redelivery will come for — the hard
+  time limit acknowledges the message of the process it kills — is failed with `worker.lost`
+  by the reaper (`workers.reaper`).
 """
 
 from __future__ import annotations
@@ -37,17 +45,20 @@ from celery.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyp
 
 from mss_jobs.audio.decode import probe
 from mss_jobs.db.jobs import (
+    Reclaim,
     claim_job,
+    give_up_after_worker_deaths,
     mark_failed,
     mark_succeeded,
     record_input,
     record_output,
+    requeue_for_retry,
     update_progress,
 )
 from mss_jobs.db.models import Job
 from mss_jobs.db.session import transaction
 from mss_jobs.errors import AudioTooLongError, PermanentError, TransientError
-from mss_jobs.queueing import SEPARATE_TASK, broker_priority
+from mss_jobs.queueing import SEPARATE_TASK, broker_priority, separate_task_id
 from mss_jobs.runner import FileSeparation, RunProgress, StemFile, separate_file
 from mss_jobs.settings import Settings
 from mss_jobs.storage import output_key
@@ -57,6 +68,7 @@ from workers.params import parse_params
 __all__ = [
     "MAX_RETRIES",
     "SEPARATE_TASK",
+    "WORKER_LOST_CODE",
     "Outcome",
     "broker_priority",
     "enqueue",
@@ -69,6 +81,9 @@ log = logging.getLogger(__name__)
 MAX_RETRIES: Final = 5
 TIME_LIMIT_CODE: Final = "job.time_limit"
 INTERNAL_CODE: Final = "internal"
+WORKER_LOST_CODE: Final = "worker.lost"
+"""The job's worker went away without reporting: it died too often (the crash cap), or it was
+killed by the hard time limit or lost with its message (the reaper)."""
 
 PROGRESS_MIN_SECONDS: Final = 1.0
 """Progress goes to the database at most this often (or on a 5 % step), which also bounds how
@@ -151,18 +166,9 @@ def run_separation(task: BoundTask, job_id: str, context: WorkerContext) -> Outc
     except (TypeError, ValueError, AttributeError):
         log.error("job id %r is not a UUID; message dropped", job_id)
         return "skipped"
-    delivery = task.request.delivery_info or {}
-    # A redelivered message means the previous worker died; a retry means our own previous
-    # attempt gave up on a transient error. Either way the row is still `running` from it.
-    allow_reclaim = bool(delivery.get("redelivered")) or task.request.retries > 0
-    with transaction(context.sessions) as session:
-        row = claim_job(
-            session, job_id=job_uuid, worker=_worker_name(task), allow_reclaim=allow_reclaim
-        )
-        claim = _Claim.of(row) if row is not None else None
-    if claim is None:
-        log.info("job %s is not claimable (finished, cancelled or unknown); skipped", job_id)
-        return "skipped"
+    claim = _claim(task, job_uuid, context)
+    if not isinstance(claim, _Claim):
+        return claim
 
     log.info("job %s claimed (attempt %d, model %s)", claim.id, claim.attempt, claim.model)
     try:
@@ -174,8 +180,11 @@ def run_separation(task: BoundTask, job_id: str, context: WorkerContext) -> Outc
         _fail(context, claim, code=exc.code, message=str(exc))
         return "failed"
     except TransientError as exc:
-        if task.max_retries is not None and task.request.retries >= task.max_retries:
+        retries = task.request.retries
+        if task.max_retries is not None and retries >= task.max_retries:
             _fail(context, claim, code=exc.code, message=f"gave up after retries: {exc}")
+        else:
+            _requeue(context, claim, exc, retry=retries + 1, max_retries=task.max_retries)
         raise  # autoretry_for schedules the retry (or records the final failure)
     except SoftTimeLimitExceeded:
         limit = context.settings.job_soft_time_limit_seconds
@@ -184,6 +193,39 @@ def run_separation(task: BoundTask, job_id: str, context: WorkerContext) -> Outc
     except Exception as exc:
         _fail(context, claim, code=INTERNAL_CODE, message=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _claim(task: BoundTask, job_id: uuid.UUID, context: WorkerContext) -> _Claim | Outcome:
+    """Claim the job for this delivery, or say why not ("skipped", or "failed" by the cap)."""
+    reclaim = _reclaim_reason(task)
+    with transaction(context.sessions) as session:
+        if reclaim is Reclaim.REDELIVERY:
+            lost = give_up_after_worker_deaths(
+                session,
+                job_id=job_id,
+                max_deaths=context.settings.max_worker_deaths,
+                code=WORKER_LOST_CODE,
+            )
+            if lost is not None:
+                log.error("job %s failed: %s: %s", job_id, WORKER_LOST_CODE, lost.error_message)
+                return "failed"
+        row = claim_job(session, job_id=job_id, worker=_worker_name(task), reclaim=reclaim)
+        claim = _Claim.of(row) if row is not None else None
+    if claim is None:
+        log.info("job %s is not claimable (finished, cancelled or unknown); skipped", job_id)
+        return "skipped"
+    return claim
+
+
+def _reclaim_reason(task: BoundTask) -> Reclaim | None:
+    """A redelivered message means the worker running it died; a retry means our own previous
+    attempt met a transient error. Either may find the row still `running` from before."""
+    delivery = task.request.delivery_info or {}
+    if delivery.get("redelivered"):
+        return Reclaim.REDELIVERY
+    if task.request.retries > 0:
+        return Reclaim.RETRY
+    return None
 
 
 def _run_claimed(task: BoundTask, claim: _Claim, context: WorkerContext) -> Outcome:
@@ -200,7 +242,7 @@ def _run_claimed(task: BoundTask, claim: _Claim, context: WorkerContext) -> Outc
                 f"{context.settings.max_duration_seconds:.0f} s"
             )
         with transaction(context.sessions) as session:
-            record_input(
+            recorded = record_input(
                 session,
                 job_id=claim.id,
                 sha256=downloaded.sha256,
@@ -208,7 +250,10 @@ def _run_claimed(task: BoundTask, claim: _Claim, context: WorkerContext) -> Outc
                 sample_rate=info.sample_rate,
                 channels=info.channels,
                 duration_seconds=info.duration_seconds,
+                attempt=claim.attempt,
             )
+        if not recorded:
+            raise _JobLostError
 
         separator = context.models.get(claim.model)
         separation = _separate(
@@ -219,8 +264,11 @@ def _run_claimed(task: BoundTask, claim: _Claim, context: WorkerContext) -> Outc
             output=params.output_spec(),
             progress=progress,
         )
-        progress.report("upload", _SEPARATE_END, force=True)
-        for stem in separation.stems:
+        stems = separation.stems
+        for index, stem in enumerate(stems):
+            # Checked before every upload: a job cancelled meanwhile gets no further objects.
+            share = (1.0 - _SEPARATE_END) * index / len(stems)
+            progress.report("upload", _SEPARATE_END + share, force=True)
             _deliver(stem, claim, context)
 
     with transaction(context.sessions) as session:
@@ -273,6 +321,32 @@ def _deliver(stem: StemFile, claim: _Claim, context: WorkerContext) -> None:
         )
     if row is None:
         raise _JobLostError
+
+
+def _requeue(
+    context: WorkerContext,
+    claim: _Claim,
+    error: TransientError,
+    *,
+    retry: int,
+    max_retries: int | None,
+) -> None:
+    """Put the job back to `queued` while Celery's retry waits (best effort: if the database is
+    what failed, the retry re-claims the job from `running` instead)."""
+    log.warning("job %s: %s: %s; retry %d follows", claim.id, error.code, error, retry)
+    try:
+        with transaction(context.sessions) as session:
+            requeue_for_retry(
+                session,
+                job_id=claim.id,
+                attempt=claim.attempt,
+                code=error.code,
+                message=str(error),
+                retry=retry,
+                max_retries=max_retries,
+            )
+    except Exception:
+        log.exception("could not put job %s back to queued for its retry", claim.id)
 
 
 def _fail(context: WorkerContext, claim: _Claim, *, code: str, message: str) -> None:
@@ -348,6 +422,10 @@ def enqueue(app: Celery, job_id: uuid.UUID | str, *, queue: str, priority: int) 
     Call only after the transaction that created (or re-queued) the job has committed.
     """
     result = app.send_task(
-        SEPARATE_TASK, args=[str(job_id)], queue=queue, priority=broker_priority(priority)
+        SEPARATE_TASK,
+        args=[str(job_id)],
+        task_id=separate_task_id(job_id),
+        queue=queue,
+        priority=broker_priority(priority),
     )
     return str(result.id)

@@ -12,8 +12,17 @@ appends a `job_events` row. Functions take an open session and never commit: the
 same rule: `record_output` writes only while the job runs.
 
 Fencing: `claim_job` increments `attempts` and hands the new value to the worker; a worker that
-passes it back as `attempt=` to `update_progress`, `record_output`, `mark_succeeded` and
-`mark_failed` is ignored once a redelivery has claimed the job again (it became a zombie).
+passes it back as `attempt=` to `update_progress`, `record_input`, `record_output`,
+`mark_succeeded`, `mark_failed` and `requeue_for_retry` is ignored once a redelivery has claimed
+the job again (it became a zombie).
+
+Recovery: a worker that dies leaves its job `running`. If the broker redelivers the task, the
+next worker re-claims it (`Reclaim.REDELIVERY`, a `redelivered` event per death) until
+`give_up_after_worker_deaths` decides it has killed enough workers; if nothing redelivers it
+(the hard time limit acknowledges the message it kills), `reap_stale_jobs` fails it once nothing
+has written to it for longer than any live attempt could stay silent. A transient error puts the
+job back to `queued` (`requeue_for_retry`) while Celery's retry waits, so `running` always means
+a worker is on it.
 """
 
 from __future__ import annotations
@@ -23,9 +32,11 @@ import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,6 +64,7 @@ from mss_jobs.errors import ConfigError
 __all__ = [
     "DEFAULT_PRIORITY",
     "MAX_PAGE_SIZE",
+    "Reclaim",
     "cancel_job",
     "claim_job",
     "create_job",
@@ -61,16 +73,20 @@ __all__ = [
     "encode_cursor",
     "find_duplicate",
     "get_job",
+    "give_up_after_worker_deaths",
     "list_events",
     "list_jobs",
     "list_outputs",
     "mark_failed",
     "mark_succeeded",
     "params_hash",
+    "reap_stale_jobs",
     "record_input",
     "record_output",
+    "requeue_for_retry",
     "retry_job",
     "update_progress",
+    "worker_deaths",
 ]
 
 
@@ -227,15 +243,26 @@ def _log(
     )
 
 
+class Reclaim(StrEnum):
+    """Why a claim may also take a job that is still `running` (see `claim_job`)."""
+
+    REDELIVERY = "redelivery"
+    """The broker redelivered the task: the worker running it died. Logged as `redelivered`,
+    one event per death (`worker_deaths` counts them)."""
+    RETRY = "retry"
+    """Celery retried the task after a transient error and the job could not be put back to
+    `queued` (the database was what failed). Logged as `claimed`: nobody died."""
+
+
 def claim_job(
-    session: Session, *, job_id: uuid.UUID, worker: str, allow_reclaim: bool = False
+    session: Session, *, job_id: uuid.UUID, worker: str, reclaim: Reclaim | None = None
 ) -> Job | None:
     """queued → running, attempts + 1, for `worker`; None if the job is not claimable.
 
-    Exactly one of several concurrent claims of a queued job wins. `allow_reclaim=True` also
-    takes a job that is still `running`: only for a task the broker redelivered because its
-    worker died (Celery `delivery_info["redelivered"]`), never for a first delivery — two live
-    workers would then run one job. Finished and cancelled jobs are never claimed.
+    Exactly one of several concurrent claims of a queued job wins. With `reclaim`, a job that is
+    still `running` is taken too: only for a task the broker redelivered or Celery retried,
+    never for a first delivery — two live workers would then run one job. Finished and cancelled
+    jobs are never claimed.
     """
     now = utcnow()
     values = {
@@ -248,12 +275,83 @@ def claim_job(
         "stage": None,
     }
     job = _transition(session, job_id=job_id, from_statuses=[JobStatus.QUEUED], values=values)
-    kind = EventKind.CLAIMED
-    if job is None and allow_reclaim:
+    kind, message = EventKind.CLAIMED, None
+    if job is None and reclaim is not None:
         job = _transition(session, job_id=job_id, from_statuses=[JobStatus.RUNNING], values=values)
-        kind = EventKind.REDELIVERED
+        if reclaim is Reclaim.REDELIVERY:
+            kind = EventKind.REDELIVERED
+        else:
+            message = "re-claimed by a retry of the attempt before"
     if job is not None:
-        _log(session, job, kind)
+        _log(session, job, kind, message=message)
+    return job
+
+
+_TERMINAL_EVENTS = (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED)
+"""The events that end a run of the job: worker deaths before the latest one do not count."""
+
+
+def _deaths_since_finished(job_id: uuid.UUID) -> ScalarSelect[int]:
+    """Redelivered events after the job's last terminal event: its worker deaths this run."""
+    last_end = (
+        select(func.coalesce(func.max(JobEvent.id), 0))
+        .where(JobEvent.job_id == job_id, JobEvent.kind.in_(_TERMINAL_EVENTS))
+        .scalar_subquery()
+    )
+    return (
+        select(func.count())
+        .select_from(JobEvent)
+        .where(
+            JobEvent.job_id == job_id,
+            JobEvent.kind == EventKind.REDELIVERED,
+            JobEvent.id > last_end,
+        )
+        .scalar_subquery()
+    )
+
+
+def worker_deaths(session: Session, *, job_id: uuid.UUID) -> int:
+    """How many workers died running the job since it last finished (its `redelivered` events
+    after the latest succeeded/failed/cancelled one), not counting a death not yet redelivered."""
+    return int(session.execute(select(_deaths_since_finished(job_id))).scalar_one())
+
+
+def give_up_after_worker_deaths(
+    session: Session, *, job_id: uuid.UUID, max_deaths: int, code: str
+) -> Job | None:
+    """running → failed with `code` when a redelivery finds its `max_deaths`-th dead worker.
+
+    Call it for a redelivered task before `claim_job(reclaim=Reclaim.REDELIVERY)`: the death
+    that caused this redelivery is not logged yet, so the job has died `worker_deaths + 1`
+    times. Returns the failed job, or None when it may run again (or is not running: a task
+    redelivered before any worker claimed it did not kill one). The count is re-checked inside
+    the guarded UPDATE, so a concurrent claim cannot slip between the count and the write.
+    """
+    if max_deaths < 1:
+        raise ValueError(f"{max_deaths=} must be at least 1")
+    deaths = worker_deaths(session, job_id=job_id) + 1
+    if deaths < max_deaths:
+        return None
+    message = (
+        f"the worker died {deaths} times while running this job (the limit is {max_deaths}); "
+        "not run again — the input may need more memory than a worker has"
+    )
+    job = _transition(
+        session,
+        job_id=job_id,
+        from_statuses=[JobStatus.RUNNING],
+        values={
+            "status": JobStatus.FAILED,
+            "error_code": code,
+            "error_message": message,
+            "finished_at": utcnow(),
+        },
+        also=[_deaths_since_finished(job_id) >= max_deaths - 1],
+    )
+    if job is not None:
+        _log(
+            session, job, EventKind.FAILED, message=message, detail={"code": code, "deaths": deaths}
+        )
     return job
 
 
@@ -305,12 +403,15 @@ def record_input(
     sample_rate: int,
     channels: int,
     duration_seconds: float,
+    attempt: int | None = None,
 ) -> bool:
-    """Store what the worker learnt when it fetched and probed the input (queued or running)."""
+    """Store what the worker learnt when it fetched and probed the input; False if the job is
+    not active (or, with `attempt`, not running at that attempt: the write is a zombie's)."""
     job = _transition(
         session,
         job_id=job_id,
-        from_statuses=ACTIVE_STATUSES,
+        from_statuses=ACTIVE_STATUSES if attempt is None else [JobStatus.RUNNING],
+        attempt=attempt,
         values={
             "input_sha256": sha256,
             "input_format": format,
@@ -362,6 +463,68 @@ def mark_failed(
     if job is not None:
         _log(session, job, EventKind.FAILED, message=message, detail={"code": code})
     return job
+
+
+def requeue_for_retry(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    code: str,
+    message: str,
+    retry: int,
+    max_retries: int | None,
+) -> Job | None:
+    """running → queued while Celery's retry `retry` of `max_retries` waits; None if not ours.
+
+    The attempt hit a transient error (`code`, `message`); progress is reset, attempts kept (the
+    retry's claim adds one). Logged as a `retried` event whose detail names the error, so the
+    history shows why the job ran again.
+    """
+    job = _transition(
+        session,
+        job_id=job_id,
+        from_statuses=[JobStatus.RUNNING],
+        attempt=attempt,
+        values={"status": JobStatus.QUEUED, "progress": 0.0, "stage": None},
+    )
+    if job is not None:
+        detail = {"code": code, "retry": retry, "max_retries": max_retries}
+        _log(session, job, EventKind.RETRIED, message=message, detail=detail)
+    return job
+
+
+def reap_stale_jobs(
+    session: Session, *, stale_before: datetime, code: str, message: str
+) -> list[uuid.UUID]:
+    """running → failed with `code` for every job nothing wrote to since `stale_before`.
+
+    Every write of a running attempt (claim, progress, input, outcome) sets `updated_at`, so the
+    caller picks `stale_before` so that no live attempt can be that silent. One guarded UPDATE:
+    reapers running at once (any number of workers) fail each job once — on PostgreSQL the
+    later UPDATE re-checks `status` after the earlier commits; SQLite serializes writers. Each
+    reaped job gets a `failed` event. Returns the reaped ids.
+    """
+    if stale_before.utcoffset() is None:
+        raise ValueError(f"naive {stale_before=}: pass an aware (UTC) datetime")
+    now = utcnow()
+    statement = (
+        update(Job)
+        .where(Job.status == JobStatus.RUNNING, Job.updated_at < stale_before)
+        .values(
+            status=JobStatus.FAILED,
+            error_code=code,
+            error_message=message,
+            finished_at=now,
+            updated_at=now,
+        )
+        .returning(Job)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    reaped = list(session.scalars(statement))
+    for job in reaped:
+        _log(session, job, EventKind.FAILED, message=message, detail={"code": code})
+    return [job.id for job in reaped]
 
 
 def cancel_job(session: Session, *, job_id: uuid.UUID) -> Job | None:

@@ -165,7 +165,7 @@ def test_second_claim_fails_unless_a_redelivery_reclaims(sessions: Sessions) -> 
     with transaction(sessions) as session:
         assert jobs.claim_job(session, job_id=job_id, worker="w2") is None
     with transaction(sessions) as session:
-        job = jobs.claim_job(session, job_id=job_id, worker="w2", allow_reclaim=True)
+        job = jobs.claim_job(session, job_id=job_id, worker="w2", reclaim=jobs.Reclaim.REDELIVERY)
         assert job is not None
         assert (job.status, job.attempts, job.worker) == (JobStatus.RUNNING, 2, "w2")
     assert event_kinds(sessions, job_id)[-1] is EventKind.REDELIVERED
@@ -218,7 +218,10 @@ def test_finished_jobs_are_never_claimed(sessions: Sessions, finish: str) -> Non
         else:
             assert jobs.cancel_job(session, job_id=job_id)
     with transaction(sessions) as session:
-        assert jobs.claim_job(session, job_id=job_id, worker="w2", allow_reclaim=True) is None
+        assert (
+            jobs.claim_job(session, job_id=job_id, worker="w2", reclaim=jobs.Reclaim.REDELIVERY)
+            is None
+        )
         assert jobs.claim_job(session, job_id=uuid.uuid4(), worker="w2") is None
     job = read(sessions, job_id)
     assert (job.status.value, job.attempts) == (finish, 1)
@@ -273,7 +276,7 @@ def test_mark_failed_records_code_and_message(sessions: Sessions) -> None:
 def test_a_superseded_attempt_cannot_write(sessions: Sessions) -> None:
     job_id = running_job(sessions, worker="zombie")  # attempt 1
     with transaction(sessions) as session:
-        assert jobs.claim_job(session, job_id=job_id, worker="w2", allow_reclaim=True)
+        assert jobs.claim_job(session, job_id=job_id, worker="w2", reclaim=jobs.Reclaim.REDELIVERY)
     with transaction(sessions) as session:
         assert not jobs.update_progress(session, job_id=job_id, progress=0.9, attempt=1)
         assert output(session, job_id, "vocals", attempt=1) is None
@@ -444,3 +447,145 @@ def test_delete_cascades_to_outputs_and_events(sessions: Sessions) -> None:
     assert count(sessions, JobOutput) == 0
     assert event_kinds(sessions, kept) == [EventKind.QUEUED]
     assert count(sessions, JobEvent) == 1
+
+
+def test_record_input_from_a_superseded_attempt_is_ignored(sessions: Sessions) -> None:
+    job_id = running_job(sessions, worker="zombie")  # attempt 1
+    with transaction(sessions) as session:
+        assert jobs.claim_job(session, job_id=job_id, worker="w2", reclaim=jobs.Reclaim.REDELIVERY)
+    probe = {"sha256": SHA, "format": "wav", "sample_rate": 8000, "channels": 1}
+    with transaction(sessions) as session:
+        assert not jobs.record_input(
+            session, job_id=job_id, duration_seconds=1.0, attempt=1, **probe
+        )
+    assert read(sessions, job_id).input_format is None
+    with transaction(sessions) as session:
+        assert jobs.record_input(session, job_id=job_id, duration_seconds=1.0, attempt=2, **probe)
+    assert (read(sessions, job_id).input_format, read(sessions, job_id).input_channels) == (
+        "wav",
+        1,
+    )
+
+
+# -- transient retries and worker deaths -------------------------------------------------------
+
+
+def test_requeue_for_retry_puts_the_job_back_with_a_retried_event(sessions: Sessions) -> None:
+    job_id = running_job(sessions)
+    with transaction(sessions) as session:
+        assert jobs.update_progress(session, job_id=job_id, progress=0.4, stage="separate")
+    requeue: dict[str, Any] = {
+        "code": "storage.unavailable",
+        "message": "S3 download failed; retry later",
+        "retry": 1,
+        "max_retries": 5,
+    }
+    with transaction(sessions) as session:
+        assert jobs.requeue_for_retry(session, job_id=job_id, attempt=2, **requeue) is None
+        assert jobs.requeue_for_retry(session, job_id=job_id, attempt=1, **requeue) is not None
+    job = read(sessions, job_id)
+    assert (job.status, job.attempts, job.progress, job.stage) == (JobStatus.QUEUED, 1, 0.0, None)
+    assert job.error_code is None
+    with transaction(sessions) as session:
+        retried = jobs.list_events(session, job_id=job_id)[-1]
+        assert (retried.kind, retried.attempt, retried.worker) == (EventKind.RETRIED, 1, "w1")
+        assert retried.message == "S3 download failed; retry later"
+        assert retried.detail == {"code": "storage.unavailable", "retry": 1, "max_retries": 5}
+        again = jobs.claim_job(session, job_id=job_id, worker="w1", reclaim=jobs.Reclaim.RETRY)
+        assert again is not None
+        assert again.attempts == 2
+    assert event_kinds(sessions, job_id)[-1] is EventKind.CLAIMED
+
+
+def test_a_retry_that_finds_its_job_running_reclaims_it_without_a_death(
+    sessions: Sessions,
+) -> None:
+    job_id = running_job(sessions)  # the requeue was lost with the database
+    with transaction(sessions) as session:
+        job = jobs.claim_job(session, job_id=job_id, worker="w1", reclaim=jobs.Reclaim.RETRY)
+        assert job is not None
+        assert job.attempts == 2
+        assert jobs.worker_deaths(session, job_id=job_id) == 0
+    assert event_kinds(sessions, job_id) == [EventKind.QUEUED, EventKind.CLAIMED, EventKind.CLAIMED]
+
+
+def redeliver(sessions: Sessions, job_id: uuid.UUID, *, max_deaths: int) -> Job | None:
+    """What the task does for a redelivered message: the cap first, then the re-claim."""
+    with transaction(sessions) as session:
+        failed = jobs.give_up_after_worker_deaths(
+            session, job_id=job_id, max_deaths=max_deaths, code="worker.lost"
+        )
+        if failed is not None:
+            return failed
+        claimed = jobs.claim_job(
+            session, job_id=job_id, worker="w", reclaim=jobs.Reclaim.REDELIVERY
+        )
+        assert claimed is not None
+        return None
+
+
+def test_the_third_worker_death_fails_the_job(sessions: Sessions) -> None:
+    job_id = running_job(sessions)
+    assert redeliver(sessions, job_id, max_deaths=3) is None  # death 1: run again
+    with transaction(sessions) as session:  # a transient retry in between is no death
+        assert jobs.requeue_for_retry(
+            session,
+            job_id=job_id,
+            attempt=2,
+            code="transient",
+            message="m",
+            retry=1,
+            max_retries=5,
+        )
+        assert jobs.claim_job(session, job_id=job_id, worker="w", reclaim=jobs.Reclaim.RETRY)
+        assert jobs.worker_deaths(session, job_id=job_id) == 1
+    assert redeliver(sessions, job_id, max_deaths=3) is None  # death 2: run again
+    failed = redeliver(sessions, job_id, max_deaths=3)  # death 3: give up
+
+    assert failed is not None
+    job = read(sessions, job_id)
+    assert (job.status, job.error_code, job.attempts) == (JobStatus.FAILED, "worker.lost", 4)
+    assert job.error_message is not None
+    assert "died 3 times" in job.error_message
+    assert job.finished_at is not None
+    with transaction(sessions) as session:
+        events = jobs.list_events(session, job_id=job_id)
+    assert [e.kind for e in events].count(EventKind.REDELIVERED) == 2
+    assert (events[-1].kind, events[-1].detail) == (
+        EventKind.FAILED,
+        {"code": "worker.lost", "deaths": 3},
+    )
+
+
+def test_the_death_cap_ignores_jobs_nobody_was_running(sessions: Sessions) -> None:
+    queued, finished = new_job(sessions), running_job(sessions)
+    with transaction(sessions) as session:
+        assert jobs.mark_succeeded(session, job_id=finished)
+    with transaction(sessions) as session:
+        for job_id in (queued, finished, uuid.uuid4()):
+            assert (
+                jobs.give_up_after_worker_deaths(
+                    session, job_id=job_id, max_deaths=1, code="worker.lost"
+                )
+                is None
+            )
+        with pytest.raises(ValueError, match="max_deaths=0"):
+            jobs.give_up_after_worker_deaths(
+                session, job_id=queued, max_deaths=0, code="worker.lost"
+            )
+    assert read(sessions, queued).status is JobStatus.QUEUED
+    assert read(sessions, finished).status is JobStatus.SUCCEEDED
+
+
+def test_a_manual_retry_starts_the_death_count_again(sessions: Sessions) -> None:
+    job_id = running_job(sessions)
+    assert redeliver(sessions, job_id, max_deaths=2) is None
+    assert redeliver(sessions, job_id, max_deaths=2) is not None  # failed: worker.lost
+    with transaction(sessions) as session:
+        assert jobs.worker_deaths(session, job_id=job_id) == 0  # the failure ended the run
+        assert jobs.retry_job(session, job_id=job_id)
+        assert jobs.claim_job(session, job_id=job_id, worker="w")
+    assert redeliver(sessions, job_id, max_deaths=2) is None  # death 1 of the new run
+    with transaction(sessions) as session:
+        assert jobs.worker_deaths(session, job_id=job_id) == 1
+    assert read(sessions, job_id).status is JobStatus.RUNNING
