@@ -36,7 +36,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, delete, func, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -119,7 +119,6 @@ def create_job(
     input_sample_rate: int | None = None,
     input_channels: int | None = None,
     input_duration_seconds: float | None = None,
-    batch_id: uuid.UUID | None = None,
 ) -> Job:
     """Insert a queued job, or return the job already created under `idempotency_key`.
 
@@ -143,7 +142,6 @@ def create_job(
         input_duration_seconds=input_duration_seconds,
         priority=priority,
         idempotency_key=idempotency_key,
-        batch_id=batch_id,
     )
     if idempotency_key is None:
         _insert_new(session, job)
@@ -546,14 +544,18 @@ def cancel_job(session: Session, *, job_id: uuid.UUID) -> Job | None:
 def retry_job(session: Session, *, job_id: uuid.UUID) -> Job | None:
     """failed or cancelled → queued, error cleared, attempts kept; None otherwise.
 
-    The caller enqueues the job id again after committing.
+    The caller enqueues the job id again after committing — unless it belongs to a batch: then
+    it goes back to `pending` and the batch's dispatcher publishes it, so the batch never has
+    more than `max_in_flight` jobs in the broker.
     """
     job = _transition(
         session,
         job_id=job_id,
         from_statuses=RETRYABLE_STATUSES,
         values={
-            "status": JobStatus.QUEUED,
+            "status": case(
+                (Job.batch_id.is_(None), JobStatus.QUEUED.value), else_=JobStatus.PENDING.value
+            ),
             "error_code": None,
             "error_message": None,
             "progress": 0.0,
@@ -561,6 +563,7 @@ def retry_job(session: Session, *, job_id: uuid.UUID) -> Job | None:
             "worker": None,
             "started_at": None,
             "finished_at": None,
+            "enqueued_at": None,
         },
     )
     if job is not None:

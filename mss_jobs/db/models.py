@@ -1,8 +1,11 @@
 """The job database's tables as SQLAlchemy 2.0 typed ORM classes, portable to PostgreSQL and SQLite.
 
-    jobs          one separation request and its lifecycle (status, attempts, progress, error)
-    job_outputs   one row per (job, stem): a re-run replaces the row instead of adding one
-    job_events    append-only history (queued, claimed, redelivered, stage, outcome, retry)
+    jobs               one separation request and its lifecycle (status, attempts, progress, error)
+    job_outputs        one row per (job, stem): a re-run replaces the row instead of adding one
+    job_events         append-only history (queued, claimed, redelivered, stage, outcome, retry)
+    batches            one catalog submission: the job spec its rows share, where the rows came
+                       from, how many may be in flight, how many rows were accepted or rejected
+    batch_rejections   one manifest row refused at intake (line, raw text, code, message)
 
 Portability rules: ids are `Uuid` (native on PostgreSQL, CHAR(32) on SQLite); JSON is JSONB on
 PostgreSQL; enums are VARCHAR (+ a CHECK for the status), never a native ENUM type, so adding a
@@ -38,13 +41,17 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from mss_jobs.db.enums import EventKind, JobStatus
+from mss_jobs.db.enums import BATCH_LANES, BatchStatus, EventKind, JobStatus
 
 __all__ = [
+    "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_PRIORITY",
+    "MAX_MAX_IN_FLIGHT",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
     "Base",
+    "Batch",
+    "BatchRejection",
     "Job",
     "JobEvent",
     "JobOutput",
@@ -56,6 +63,11 @@ MIN_PRIORITY = 0
 MAX_PRIORITY = 9
 DEFAULT_PRIORITY = 5
 """Job priority range; higher is more urgent. The enqueue edge maps it to the broker's scale."""
+
+DEFAULT_MAX_IN_FLIGHT = 100
+MAX_MAX_IN_FLIGHT = 10_000
+"""How many of one batch's jobs may be queued or running at once (the broker holds at most that
+many of its messages)."""
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -102,8 +114,13 @@ JsonDocument = JSON().with_variant(JSONB(), "postgresql")
 EventId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
 
-def _enum_values(enum_class: type[JobStatus] | type[EventKind]) -> list[str]:
+def _enum_values(enum_class: type[JobStatus] | type[EventKind] | type[BatchStatus]) -> list[str]:
     return [member.value for member in enum_class]
+
+
+def _one_of(column: str, values: list[str] | tuple[str, ...]) -> str:
+    """A portable CHECK expression `column IN ('a', 'b')`."""
+    return "{} IN ({})".format(column, ", ".join(f"'{value}'" for value in values))
 
 
 class Base(DeclarativeBase):
@@ -156,8 +173,19 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
 
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
-    batch_id: Mapped[uuid.UUID | None]
-    """Reserved for batches (a later migration adds the `batches` table and the foreign key)."""
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    batch_line: Mapped[int | None]
+    """The manifest line (or listing position) the job came from; unique within its batch, which
+    is what makes re-reading a manifest insert nothing twice."""
+    client_ref: Mapped[str | None] = mapped_column(String(255))
+    """An opaque reference the client attached to the manifest row, echoed in the report."""
+    enqueued_at: Mapped[datetime | None]
+    """When the batch dispatcher last published the job id: a `queued` job whose message is old
+    may have been lost by the broker and is published again."""
+    reused_from: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    """The job whose outputs this one reused instead of separating again (result cache)."""
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -180,19 +208,28 @@ class Job(Base):
 
     __table_args__ = (
         UniqueConstraint("idempotency_key"),
-        CheckConstraint(
-            "status IN ({})".format(", ".join(f"'{v}'" for v in _enum_values(JobStatus))),
-            name="status",
-        ),
+        # Row-level idempotency of batch intake; also serves every "jobs of this batch" lookup.
+        UniqueConstraint("batch_id", "batch_line"),
+        CheckConstraint(_one_of("status", _enum_values(JobStatus)), name="status"),
         CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
         CheckConstraint("attempts >= 0", name="attempts"),
         CheckConstraint(f"priority BETWEEN {MIN_PRIORITY} AND {MAX_PRIORITY}", name="priority"),
+        CheckConstraint(
+            "(batch_id IS NULL AND batch_line IS NULL)"
+            " OR (batch_id IS NOT NULL AND batch_line IS NOT NULL AND batch_line >= 1)",
+            name="batch_line",
+        ),
         # Listing is newest first, keyset-paginated on (created_at, id), optionally filtered.
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_created_at_id", "status", "created_at", "id"),
         Index("ix_jobs_model_created_at_id", "model", "created_at", "id"),
         Index("ix_jobs_dedup", "input_sha256", "model", "params_hash"),
-        Index("ix_jobs_batch_id", "batch_id"),
+        # The dispatcher: a batch's pending jobs in line order, its in-flight count, its counts.
+        Index("ix_jobs_batch_id_status_batch_line", "batch_id", "status", "batch_line"),
+        # Throughput: a batch's jobs finished in the last minutes.
+        Index("ix_jobs_batch_id_finished_at", "batch_id", "finished_at"),
+        # Deleting a job finds the jobs that reused it (ON DELETE SET NULL) without a scan.
+        Index("ix_jobs_reused_from", "reused_from"),
     )
 
     def __repr__(self) -> str:
@@ -255,3 +292,80 @@ class JobEvent(Base):
 
     def __repr__(self) -> str:
         return f"JobEvent(job_id={self.job_id}, kind={self.kind.value}, attempt={self.attempt})"
+
+
+class Batch(Base):
+    """One catalog submission: a job spec shared by many rows, and how its jobs are fed.
+
+    The jobs (`jobs.batch_id`) and the refused rows (`batch_rejections`) go with it on delete.
+    """
+
+    __tablename__ = "batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    batch_key: Mapped[str | None] = mapped_column(String(255))
+    """The client's resubmission key: the same key and spec return this batch again."""
+    status: Mapped[BatchStatus] = mapped_column(
+        Enum(
+            BatchStatus,
+            name="batch_status",
+            native_enum=False,
+            create_constraint=False,
+            length=16,
+            values_callable=_enum_values,
+            validate_strings=True,
+        ),
+        default=BatchStatus.ACTIVE,
+    )
+    model: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]]
+    """The effective job params every row starts from (row overrides apply on top)."""
+    params_hash: Mapped[str] = mapped_column(String(64))
+    source: Mapped[dict[str, Any]]
+    """Where the rows come from, e.g. `{"kind": "manifest", "format": "csv"}` or
+    `{"kind": "s3", "prefix": "s3://bucket/tracks/", "glob": "*.flac"}`; part of the batch's
+    identity for `batch_key`, so it holds no incidental metadata."""
+    lane: Mapped[str] = mapped_column(String(16), default="bulk")
+    priority: Mapped[int] = mapped_column(default=DEFAULT_PRIORITY)
+    max_in_flight: Mapped[int] = mapped_column(default=DEFAULT_MAX_IN_FLIGHT)
+    force: Mapped[bool] = mapped_column(default=False)
+    """Separate every row even when a finished job already holds the result (no result cache)."""
+    accepted_rows: Mapped[int] = mapped_column(default=0)
+    rejected_rows: Mapped[int] = mapped_column(default=0)
+    intake_finished_at: Mapped[datetime | None]
+    """Set once the whole manifest (or listing) was read; a batch completes only after it."""
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("batch_key"),
+        CheckConstraint(_one_of("status", _enum_values(BatchStatus)), name="status"),
+        CheckConstraint(_one_of("lane", BATCH_LANES), name="lane"),
+        CheckConstraint(f"priority BETWEEN {MIN_PRIORITY} AND {MAX_PRIORITY}", name="priority"),
+        CheckConstraint(f"max_in_flight BETWEEN 1 AND {MAX_MAX_IN_FLIGHT}", name="max_in_flight"),
+        CheckConstraint("accepted_rows >= 0 AND rejected_rows >= 0", name="row_counts"),
+        Index("ix_batches_created_at_id", "created_at", "id"),
+    )
+
+    def __repr__(self) -> str:
+        return f"Batch(id={self.id}, status={self.status.value}, model={self.model!r})"
+
+
+class BatchRejection(Base):
+    """One manifest row refused at intake; the key is (batch, line), so re-reading adds nothing."""
+
+    __tablename__ = "batch_rejections"
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    line: Mapped[int] = mapped_column(primary_key=True)
+    input_text: Mapped[str] = mapped_column(Text)
+    """The row as it was read (truncated), so the client can find and fix it."""
+    code: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"BatchRejection(batch_id={self.batch_id}, line={self.line}, code={self.code!r})"

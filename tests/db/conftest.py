@@ -117,6 +117,7 @@ def empty_url(dialect: str, postgres: PostgresServer, tmp_path: Path) -> str:
 
 def _emptied(engine: Engine) -> Engine:
     with engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM batches")  # their jobs go by ON DELETE CASCADE
         connection.exec_driver_sql("DELETE FROM jobs")  # children go by ON DELETE CASCADE
     return engine
 

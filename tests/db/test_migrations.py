@@ -7,11 +7,12 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from mss_jobs.db import migrate
@@ -37,7 +38,7 @@ def test_upgrade_head_creates_exactly_the_orm_schema(empty_url: str) -> None:
     try:
         assert _schema_differences(engine) == []
         assert _tables(engine) == {"alembic_version", *Base.metadata.tables}
-        assert migrate.current_revision(empty_url) == migrate.head_revision() == "0001"
+        assert migrate.current_revision(empty_url) == migrate.head_revision() == "0002"
     finally:
         engine.dispose()
 
@@ -83,6 +84,145 @@ def test_migrated_schema_enforces_checks_and_cascades(empty_url: str) -> None:
         engine.dispose()
 
 
+def _schema(engine: Engine) -> dict[str, object]:
+    """Everything the inspector sees of each table, comparable across databases."""
+    inspector = inspect(engine)
+    schema: dict[str, object] = {}
+    for table in sorted(_tables(engine) - {"alembic_version"}):
+        schema[table] = {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
+            ],
+            "indexes": sorted(
+                (i["name"] or "", tuple(i["column_names"]), bool(i["unique"]))
+                for i in inspector.get_indexes(table)
+            ),
+            "unique": sorted(
+                (u["name"] or "", tuple(u["column_names"]))
+                for u in inspector.get_unique_constraints(table)
+            ),
+            "checks": sorted(
+                (c["name"] or "", c["sqltext"]) for c in inspector.get_check_constraints(table)
+            ),
+            "foreign_keys": sorted(
+                (f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"])
+                for f in inspector.get_foreign_keys(table)
+            ),
+        }
+    return schema
+
+
+INSERT_JOB = (
+    "INSERT INTO jobs (id, status, model, params, params_hash, input_uri, priority, progress,"
+    " attempts, created_at, updated_at, batch_id{extra_columns}) VALUES (:id, :status, 'm', '{{}}',"
+    " 'h', 's3://b/k', 5, 0, 0, '2025-01-01 00:00:00', '2025-01-01 00:00:00', :batch_id"
+    "{extra_values})"
+)
+INSERT_BATCH = text(
+    "INSERT INTO batches (id, status, model, params, params_hash, source, lane, priority,"
+    " max_in_flight, force, accepted_rows, rejected_rows, created_at, updated_at)"
+    " VALUES (:id, 'active', 'm', '{}', 'h', '{}', 'bulk', 5, 10, false, 0, 0,"
+    " '2025-01-01 00:00:00', '2025-01-01 00:00:00')"
+)
+
+
+def _insert_job(connection: Connection, job_id: str, **values: object) -> None:
+    extra = {name: value for name, value in values.items() if name not in ("status", "batch_id")}
+    statement = INSERT_JOB.format(
+        extra_columns="".join(f", {name}" for name in extra),
+        extra_values="".join(f", :{name}" for name in extra),
+    )
+    connection.execute(
+        text(statement),
+        {"id": job_id, "status": "queued", "batch_id": None, **values},
+    )
+
+
+def test_0002_upgrades_existing_jobs_and_downgrades_to_exactly_0001(
+    empty_url: str, dialect: str, postgres: Any, tmp_path: Path
+) -> None:
+    reference_url = (
+        postgres.create_database() if dialect == "postgresql" else f"sqlite:///{tmp_path}/r.db"
+    )
+    migrate.upgrade(reference_url, "0001")
+    reference = make_engine(reference_url)
+    migrate.upgrade(empty_url, "0001")
+    engine = make_engine(empty_url)
+    old_job, batch_id, pending, queued = (uuid.uuid4().hex for _ in range(4))
+    try:
+        with engine.begin() as connection:  # 0001 had batch_id without a batches table
+            _insert_job(connection, old_job, batch_id=uuid.uuid4().hex)
+        migrate.upgrade(empty_url, "0002")
+        assert _schema_differences(engine) == []
+        with engine.begin() as connection:
+            row = connection.execute(
+                text("SELECT status, batch_id, batch_line FROM jobs WHERE id = :id"),
+                {"id": old_job},
+            ).one()
+            assert tuple(row) == ("queued", None, None)  # kept; its dangling batch id cleared
+            connection.execute(INSERT_BATCH, {"id": batch_id})
+            for job_id, status, line in ((pending, "pending", 1), (queued, "queued", 2)):
+                _insert_job(connection, job_id, status=status, batch_id=batch_id, batch_line=line)
+
+        migrate.downgrade(empty_url, "0001")
+        assert migrate.current_revision(empty_url) == "0001"
+        assert _schema(engine) == _schema(reference)
+        with engine.begin() as connection:
+            rows = connection.execute(text("SELECT id, status FROM jobs")).all()
+        kept = {uuid.UUID(str(row[0])).hex: row[1] for row in rows}
+        assert kept == {
+            old_job: "queued",
+            pending: "cancelled",  # 0001 knows no pending, and nothing would ever run it
+            queued: "queued",
+        }
+        migrate.upgrade(empty_url)
+        assert _schema_differences(engine) == []
+    finally:
+        engine.dispose()
+        reference.dispose()
+
+
+def test_migrated_schema_enforces_the_batch_constraints(empty_url: str) -> None:
+    # compare_metadata does not look at CHECK constraints or ON DELETE: prove them here.
+    migrate.upgrade(empty_url)
+    engine = make_engine(empty_url)
+    batch_id, source, reuser = (uuid.uuid4().hex for _ in range(3))
+    try:
+        with engine.begin() as connection:
+            connection.execute(INSERT_BATCH, {"id": batch_id})
+        for bad in (
+            {"batch_id": batch_id},  # a batch job needs its line
+            {"batch_line": 3},  # a line needs its batch
+            {"batch_id": batch_id, "batch_line": 0},
+            {"batch_id": uuid.uuid4().hex, "batch_line": 1},  # no such batch
+        ):
+            with pytest.raises(IntegrityError), engine.begin() as connection:
+                _insert_job(connection, uuid.uuid4().hex, **bad)
+        with engine.begin() as connection:
+            _insert_job(connection, source, status="pending", batch_id=batch_id, batch_line=1)
+            _insert_job(connection, reuser, reused_from=source)
+            connection.execute(
+                text(
+                    "INSERT INTO batch_rejections (batch_id, line, input_text, code, message)"
+                    " VALUES (:id, 2, 'x', 'c', 'm')"
+                ),
+                {"id": batch_id},
+            )
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            _insert_job(connection, uuid.uuid4().hex, batch_id=batch_id, batch_line=1)
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(
+                text("UPDATE batches SET lane = 'express' WHERE id = :id"), {"id": batch_id}
+            )
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM batches"))
+            assert connection.execute(text("SELECT count(*) FROM batch_rejections")).scalar() == 0
+            remaining = connection.execute(text("SELECT id, reused_from FROM jobs")).all()
+        assert [(uuid.UUID(str(i)).hex, r) for i, r in remaining] == [(reuser, None)]
+    finally:
+        engine.dispose()
+
+
 def test_alembic_command_line_uses_the_ini_inside_migrations(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     env = {**os.environ, "MSS_DATABASE_URL": url}
@@ -92,8 +232,8 @@ def test_alembic_command_line_uses_the_ini_inside_migrations(tmp_path: Path) -> 
             [*alembic, *arguments], cwd=tmp_path, env=env, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
-    assert "0001 (head)" in done.stdout
-    assert migrate.current_revision(url) == "0001"
+    assert "0002 (head)" in done.stdout
+    assert migrate.current_revision(url) == "0002"
 
 
 def test_missing_migrations_folder_is_a_clear_error(

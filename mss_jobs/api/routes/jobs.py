@@ -252,7 +252,8 @@ def retry(
     queue: QueueDep,
     body: Annotated[JobRetry | None, Body()] = None,
 ) -> JobOut:
-    """failed or cancelled → queued again (attempts are kept), then enqueued."""
+    """failed or cancelled → queued again (attempts are kept), then enqueued; a batch's job goes
+    back to pending instead, for the batch's dispatcher to send."""
     lane = (body or JobRetry()).queue
     with transaction(sessions) as session:
         job = retry_job(session, job_id=job_id)
@@ -261,7 +262,10 @@ def retry(
             raise JobStateConflictError(
                 f"job {job_id} is {current.status}; only failed or cancelled jobs can be retried"
             )
-    enqueue_or_fail(sessions, queue, job_id=job.id, lane=lane, priority=job.priority)
+    if (
+        job.status is JobStatus.QUEUED
+    ):  # a batch's job went back to pending: its dispatcher sends it
+        enqueue_or_fail(sessions, queue, job_id=job.id, lane=lane, priority=job.priority)
     return job_view(job)
 
 
