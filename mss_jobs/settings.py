@@ -120,6 +120,17 @@ class Settings(BaseSettings):
     SIGKILL) fails with `worker.lost` instead of being run again: one bad track must not take
     workers down forever. Deaths since the job last finished count; a manual retry resets them."""
 
+    # -- batches -----------------------------------------------------------------------------
+    run_dispatcher: bool = True
+    """Whether each API process also runs a batch dispatcher thread (safe to run many: they
+    share the work through row locks). Off when `mss-jobs dispatcher` runs on its own."""
+    dispatch_interval_seconds: float = Field(default=2.0, gt=0, le=300, allow_inf_nan=False)
+    """How often the dispatcher tops up each active batch to its `max_in_flight`."""
+    dispatch_stale_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    """A batch job queued this long with nothing written to it is published again (its message
+    may have died with a broker restart; a duplicate is a no-op claim). Keep it above Celery's
+    600 s retry backoff cap, or a job waiting for its retry gets a second message."""
+
     @field_validator("data_dir", "local_storage_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:

@@ -3,6 +3,9 @@
 MssError
 ├── PermanentError
 │   ├── JobNotFoundError          job.not_found          404
+│   ├── BatchNotFoundError        batch.not_found        404   (mss_jobs.db.batches)
+│   ├── BatchKeyConflictError     batch.key_conflict     409   (mss_jobs.db.batches)
+│   ├── BatchStateError           batch.state_conflict   409   (mss_jobs.db.batches)
 │   ├── OutputNotFoundError       output.not_found       404
 │   ├── JobStateConflictError     job.state_conflict     409
 │   ├── IdempotencyConflictError  idempotency.conflict   409
@@ -13,6 +16,7 @@ MssError
 
 from __future__ import annotations
 
+from mss_jobs.db.batches import BatchKeyConflictError, BatchNotFoundError, BatchStateError
 from mss_jobs.errors import (
     ConfigError,
     InputError,
@@ -66,6 +70,9 @@ class BrokerUnavailableError(TransientError):
 # First match wins, so subclasses come before their bases.
 _STATUSES: tuple[tuple[type[MssError], int], ...] = (
     (JobNotFoundError, 404),
+    (BatchNotFoundError, 404),
+    (BatchKeyConflictError, 409),
+    (BatchStateError, 409),
     (OutputNotFoundError, 404),
     (JobStateConflictError, 409),
     (IdempotencyConflictError, 409),

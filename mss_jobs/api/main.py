@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -21,8 +22,9 @@ from fastapi.responses import JSONResponse
 from mss_jobs.api.deps import ApiState
 from mss_jobs.api.errors import http_status
 from mss_jobs.api.queue import CeleryJobQueue, JobQueue
-from mss_jobs.api.routes import health, jobs, models
+from mss_jobs.api.routes import batches, health, jobs, models
 from mss_jobs.api.schemas import ErrorBody, ErrorDetail
+from mss_jobs.batches.dispatcher import Dispatcher
 from mss_jobs.db import make_engine, make_session_factory
 from mss_jobs.errors import MssError
 from mss_jobs.settings import Settings, get_settings
@@ -37,13 +39,26 @@ def create_app(settings: Settings, *, queue: JobQueue | None = None) -> FastAPI:
     """The API for `settings`. `queue` overrides the Celery producer built from the broker URL."""
     engine = make_engine(settings.database_url)
     storage = storage_from_settings(settings)
+    sessions = make_session_factory(engine)
     owned_queue = None
     if queue is None and settings.broker_url is not None:
         queue = owned_queue = CeleryJobQueue(settings)
+    dispatcher = None
+    if queue is not None and settings.run_dispatcher:
+        dispatcher = Dispatcher(
+            sessions,
+            queue,
+            interval=settings.dispatch_interval_seconds,
+            stale_after=timedelta(seconds=settings.dispatch_stale_seconds),
+        )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if dispatcher is not None:
+            dispatcher.start()
         yield
+        if dispatcher is not None:
+            dispatcher.stop()
         if owned_queue is not None:
             owned_queue.close()
         engine.dispose()
@@ -51,13 +66,14 @@ def create_app(settings: Settings, *, queue: JobQueue | None = None) -> FastAPI:
     app = FastAPI(title="mss-jobs", version="0.1.0", lifespan=lifespan)
     app.state.api = ApiState(
         settings=settings,
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         storage=storage,
         queue=queue,
     )
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(jobs.router)
+    app.include_router(batches.router)
     app.add_exception_handler(MssError, _mss_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app

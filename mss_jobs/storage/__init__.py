@@ -105,14 +105,20 @@ def create_storage(
     raise ConfigError(f"unknown storage backend {backend!r}: expected 'local' or 's3'")
 
 
-def storage_from_settings(settings: Settings) -> ObjectStorage:
-    """The storage backend `settings` describe (what the API and the workers both use)."""
+def storage_from_settings(
+    settings: Settings, *, bucket: str | None = None, prefix: str | None = None
+) -> ObjectStorage:
+    """The storage backend `settings` describe (what the API and the workers both use).
+
+    `bucket` and `prefix` override the configured ones, with the same endpoint and credentials
+    (listing a catalog's own bucket for a batch).
+    """
     secret = settings.s3_secret_access_key
     return create_storage(
         settings.storage_backend,
-        prefix=settings.s3_prefix,
+        prefix=settings.s3_prefix if prefix is None else prefix,
         root=settings.local_storage_dir,
-        bucket=settings.s3_bucket,
+        bucket=bucket or settings.s3_bucket,
         endpoint_url=settings.s3_endpoint_url,
         region=settings.s3_region,
         access_key_id=settings.s3_access_key_id,
