@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import httpx
 
+from mss_jobs.api.batch_schemas import BatchOut, BatchRetryOut
 from mss_jobs.api.schemas import JobOut, JobOutput
 from mss_jobs.errors import MssError, PermanentError, TransientError
 
@@ -124,6 +125,53 @@ class JobsClient:
         finally:
             partial.unlink(missing_ok=True)
         return target
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def submit_batch_prefix(self, prefix: str, options: Mapping[str, Any]) -> BatchOut:
+        """A batch of every object under `s3://bucket/folder/` (options: BatchCreate fields)."""
+        body = {**options, "prefix": prefix}
+        return BatchOut.model_validate(self._request("POST", "/v1/batches", json=body).json())
+
+    def submit_batch_manifest(self, path: Path, options: Mapping[str, Any]) -> BatchOut:
+        """A batch from a CSV or JSONL manifest, uploaded."""
+        with path.open("rb") as handle:
+            response = self._request(
+                "POST",
+                "/v1/batches/upload",
+                files={"file": (path.name, handle, "application/octet-stream")},
+                data={"spec": json.dumps(dict(options))},
+            )
+        return BatchOut.model_validate(response.json())
+
+    def batch(self, batch_id: uuid.UUID | str) -> BatchOut:
+        return BatchOut.model_validate(self._request("GET", f"/v1/batches/{batch_id}").json())
+
+    def cancel_batch(self, batch_id: uuid.UUID | str) -> BatchOut:
+        response = self._request("POST", f"/v1/batches/{batch_id}/cancel")
+        return BatchOut.model_validate(response.json())
+
+    def retry_batch(self, batch_id: uuid.UUID | str) -> BatchRetryOut:
+        response = self._request("POST", f"/v1/batches/{batch_id}/retry-failed")
+        return BatchRetryOut.model_validate(response.json())
+
+    def download_report(self, batch_id: uuid.UUID | str, dest: Path, *, fmt: str) -> Path:
+        """Stream the batch's report (csv or jsonl) to `dest`, atomically."""
+        partial = dest.with_name(f".{dest.name}.partial")
+        try:
+            with self._http.stream(
+                "GET", f"/v1/batches/{batch_id}/report", params={"format": fmt}
+            ) as response:
+                _raise_for_error(response, read=True)
+                with partial.open("wb") as handle:
+                    for block in response.iter_bytes(_CHUNK_BYTES):
+                        handle.write(block)
+            os.replace(partial, dest)
+        except httpx.TransportError as exc:
+            raise ApiUnavailableError(f"report download failed: {exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        return dest
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

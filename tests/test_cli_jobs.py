@@ -3,6 +3,7 @@ local storage — the README's main command path — plus `mss-jobs api` as a re
 
 from __future__ import annotations
 
+import csv
 import os
 import socket
 import subprocess
@@ -225,3 +226,44 @@ def test_api_process_runs_jobs_with_its_embedded_worker(api_process: str, tmp_pa
     code, stdout, _ = _invoke("status", job_id, "--api", api_process, "--json")
     assert code == 0
     assert '"status": "succeeded"' in stdout
+
+
+def test_batch_submit_wait_report_and_resubmit(embedded_env: Path, tmp_path: Path) -> None:
+    # Embedded storage only reads files under its root; a catalog placed there.
+    catalog = embedded_env / "storage" / "catalog"
+    catalog.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        _track(catalog / f"{name}.wav", seconds=0.5)
+    manifest = tmp_path / "tracks.csv"
+    manifest.write_text(
+        "input,ref\n"
+        + "".join(f"{(catalog / n).as_uri()}.wav,{n}\n" for n in ("a", "b", "c"))
+        + "s3:/broken,bad\n"
+    )
+
+    code, stdout, stderr = _invoke(
+        "batch", "submit", str(manifest), "--model", "identity", "--key", "cat-1", "--wait"
+    )
+
+    assert code == 1  # one row was rejected
+    assert "line 5: manifest.invalid_input" in stderr
+    assert "completed: 3 jobs, done 3 failed 0" in stdout
+    batch_id = stdout.split()[1]
+    report = tmp_path / "report.csv"
+    code, _, stderr = _invoke("batch", "report", batch_id, "-o", str(report))
+    assert code == 0, stderr
+    with report.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["status"] for row in rows] == ["succeeded"] * 3 + ["rejected"]
+    assert [row["line"] for row in rows] == ["2", "3", "4", "5"]
+    assert all(row["outputs"].startswith("mixture=file://") for row in rows[:3])
+    assert rows[3]["error_code"] == "manifest.invalid_input"
+
+    # The same key again: the same batch, nothing new to run.
+    code, stdout, stderr = _invoke(
+        "batch", "submit", str(manifest), "--model", "identity", "--key", "cat-1", "--wait"
+    )
+    assert f"batch {batch_id} found (same key)" in stderr
+    code, stdout, _ = _invoke("batch", "status", batch_id, "--json")
+    assert code == 0
+    assert '"total": 3' in stdout
