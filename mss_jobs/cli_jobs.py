@@ -215,6 +215,7 @@ def migrate_cmd(revision: str, down_to: str | None) -> None:
 @click.option("--priority", type=click.IntRange(0, 9), default=None, help="0..9, 9 most urgent.")
 @click.option("--queue", "lane", type=click.Choice(["interactive", "bulk"]), default=None)
 @click.option("--idempotency-key", default=None, help="Same key → same job, never a second one.")
+@click.option("--force", is_flag=True, help="Separate even when an identical result exists.")
 @click.option("--no-wait", is_flag=True, help="Print the job id and return at once.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def submit_cmd(
@@ -227,6 +228,7 @@ def submit_cmd(
     stems: str | None,
     lane: str | None,
     idempotency_key: str | None,
+    force: bool,
     no_wait: bool,
     quiet: bool,
     **options: Any,
@@ -243,6 +245,7 @@ def submit_cmd(
                 "stems": [s.strip() for s in stems.split(",") if s.strip()] if stems else None,
                 "derived": list(derive) or None,
                 "queue": lane,
+                "force": force or None,
             }.items()
             if v is not None
         }
@@ -329,8 +332,6 @@ def _report_unfinished(job: JobOut) -> None:
         )
     else:
         click.echo(f"error: job {job.id} {job.status}", err=True)
-
-
 
 
 # ---------------------------------------------------------------------------------------------

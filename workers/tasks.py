@@ -1,8 +1,18 @@
 """The one Celery task, `mss_jobs.separate(job_id)`: claim the job row, run it, record the outcome.
 
-    claim ─▶ download input ─▶ probe, record_input ─▶ model (per-process cache)
-          ─▶ separate_file (progress → DB + Celery state, cancellation checked) ─▶ upload stems
-          ─▶ record_output (upsert per stem) ─▶ mark_succeeded
+    claim ─▶ download input ─▶ probe, record the input and decide (result cache)
+          ─▶ model (per-process cache) ─▶ separate_file (progress → DB + Celery state,
+             cancellation checked) ─▶ upload stems ─▶ record_output (upsert per stem)
+          ─▶ mark_succeeded
+
+Result cache (`mss_jobs.db.results`): once the input's sha256 is known, a job that is not `force`
+and whose input content, model and params equal those of a succeeded job copies that job's
+outputs to its own keys (server-side) and succeeds with `reused_from` set, loading no model; if
+those objects are gone meanwhile, it separates after all. If instead a job with the same key is
+running, the job goes back to `queued` (a `deferred` event: neither a retry nor a worker death)
+and is published again with a countdown (10 s, doubling up to 2 min, on the queue and at the
+priority it came with); when it comes back it reuses the twin's result, or separates if the twin
+failed.
 
 Idempotent: a job that is finished, cancelled or unknown is skipped, outputs go to keys derived
 from the job id, and every write carries the attempt number from the claim, so a worker that lost
@@ -50,14 +60,20 @@ from mss_jobs.db.jobs import (
     give_up_after_worker_deaths,
     mark_failed,
     mark_succeeded,
-    record_input,
     record_output,
     requeue_for_retry,
     update_progress,
 )
 from mss_jobs.db.models import Job
+from mss_jobs.db.results import (
+    Deferred,
+    ReusableOutput,
+    Reuse,
+    mark_reused,
+    record_input_and_decide,
+)
 from mss_jobs.db.session import transaction
-from mss_jobs.errors import AudioTooLongError, PermanentError, TransientError
+from mss_jobs.errors import AudioTooLongError, InputNotFoundError, PermanentError, TransientError
 from mss_jobs.queueing import SEPARATE_TASK, broker_priority, separate_task_id
 from mss_jobs.runner import FileSeparation, RunProgress, StemFile, separate_file
 from mss_jobs.settings import Settings
@@ -66,11 +82,14 @@ from workers.context import LazyWorkerContext, WorkerContext
 from workers.params import parse_params
 
 __all__ = [
+    "DEFER_MAX_SECONDS",
+    "DEFER_SECONDS",
     "MAX_RETRIES",
     "SEPARATE_TASK",
     "WORKER_LOST_CODE",
     "Outcome",
     "broker_priority",
+    "defer_countdown",
     "enqueue",
     "register_tasks",
     "run_separation",
@@ -94,10 +113,16 @@ _ANALYZE_SHARE: Final = 0.1
 the upload the last 5 %."""
 _SEPARATE_END: Final = 0.95
 
+DEFER_SECONDS: Final = 10.0
+"""How long a job deferred behind a running twin waits before it looks again; doubled on every
+further deferral up to `DEFER_MAX_SECONDS` (and to half the visibility timeout: a countdown
+message is held unacknowledged by a worker, and Redis would redeliver it after that timeout)."""
+DEFER_MAX_SECONDS: Final = 120.0
+
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 
 Outcome = str
-"""What the task returns: "succeeded", "failed", "cancelled" or "skipped"."""
+"""What the task returns: "succeeded", "failed", "cancelled", "skipped" or "deferred"."""
 
 
 class _Request(Protocol):
@@ -112,6 +137,7 @@ class BoundTask(Protocol):
 
     request: _Request
     max_retries: int | None
+    app: Celery
 
     def update_state(self, *, state: str, meta: dict[str, Any]) -> None: ...
 
@@ -125,10 +151,11 @@ class _Claim:
     model: str
     params: dict[str, Any]
     input_uri: str
+    priority: int
 
     @classmethod
     def of(cls, job: Job) -> _Claim:
-        return cls(job.id, job.attempts, job.model, dict(job.params), job.input_uri)
+        return cls(job.id, job.attempts, job.model, dict(job.params), job.input_uri, job.priority)
 
 
 class _JobLostError(Exception):
@@ -169,10 +196,16 @@ def run_separation(task: BoundTask, job_id: str, context: WorkerContext) -> Outc
     claim = _claim(task, job_uuid, context)
     if not isinstance(claim, _Claim):
         return claim
+    return _run_guarded(task, claim, context, may_defer=True)
 
+
+def _run_guarded(
+    task: BoundTask, claim: _Claim, context: WorkerContext, *, may_defer: bool
+) -> Outcome:
+    """Run the claimed job, turning each kind of failure into the job's outcome."""
     log.info("job %s claimed (attempt %d, model %s)", claim.id, claim.attempt, claim.model)
     try:
-        return _run_claimed(task, claim, context)
+        return _run_claimed(task, claim, context, may_defer=may_defer)
     except _JobLostError:
         log.info("job %s was cancelled or reclaimed; stopped", claim.id)
         return "cancelled"
@@ -228,9 +261,10 @@ def _reclaim_reason(task: BoundTask) -> Reclaim | None:
     return None
 
 
-def _run_claimed(task: BoundTask, claim: _Claim, context: WorkerContext) -> Outcome:
+def _run_claimed(
+    task: BoundTask, claim: _Claim, context: WorkerContext, *, may_defer: bool
+) -> Outcome:
     params = parse_params(claim.params)
-    progress = _ProgressReporter(task, claim, context)
     with tempfile.TemporaryDirectory(prefix="mss-job-") as tmp:
         folder = Path(tmp)
         input_path = folder / f"input{_input_suffix(claim.input_uri)}"
@@ -242,7 +276,7 @@ def _run_claimed(task: BoundTask, claim: _Claim, context: WorkerContext) -> Outc
                 f"{context.settings.max_duration_seconds:.0f} s"
             )
         with transaction(context.sessions) as session:
-            recorded = record_input(
+            decision = record_input_and_decide(
                 session,
                 job_id=claim.id,
                 sha256=downloaded.sha256,
@@ -251,11 +285,17 @@ def _run_claimed(task: BoundTask, claim: _Claim, context: WorkerContext) -> Outc
                 channels=info.channels,
                 duration_seconds=info.duration_seconds,
                 attempt=claim.attempt,
+                may_defer=may_defer,
             )
-        if not recorded:
+        if decision is None:
             raise _JobLostError
+        if isinstance(decision, Deferred):
+            return _publish_deferred(task, claim, context, decision)
+        if isinstance(decision, Reuse) and _reuse(claim, context, decision):
+            return "succeeded"
 
         separator = context.models.get(claim.model)
+        progress = _ProgressReporter(task, claim, context)
         separation = _separate(
             input_path,
             folder / "stems",
@@ -276,6 +316,105 @@ def _run_claimed(task: BoundTask, claim: _Claim, context: WorkerContext) -> Outc
             raise _JobLostError
     log.info("job %s succeeded (%d stems)", claim.id, len(separation.stems))
     return "succeeded"
+
+
+def _reuse(claim: _Claim, context: WorkerContext, reuse: Reuse) -> bool:
+    """Copy the source's outputs to this job's own keys and succeed; False when they are gone
+    (the source was deleted, or its objects replaced): the caller separates instead.
+
+    Own copies, not references: deleting either job never takes the other's outputs.
+    """
+    storage = context.storage
+    for output in reuse.outputs:
+        key = output_key(storage.prefix, claim.id, output.stem, _extension(output.uri, output))
+        try:
+            stored = storage.copy(output.uri, key)
+        except InputNotFoundError:
+            log.warning(
+                "job %s: the outputs of job %s are gone; separating instead", claim.id, reuse.source
+            )
+            return False
+        if stored.sha256 != output.sha256:
+            log.warning(
+                "job %s: output %s of job %s changed since it was recorded; separating instead",
+                claim.id,
+                output.stem,
+                reuse.source,
+            )
+            return False
+        with transaction(context.sessions) as session:
+            row = record_output(
+                session,
+                job_id=claim.id,
+                stem=output.stem,
+                uri=stored.uri,
+                size_bytes=stored.bytes,
+                sha256=stored.sha256,
+                format=output.format,
+                sample_rate=output.sample_rate,
+                channels=output.channels,
+                duration_seconds=output.duration_seconds,
+                attempt=claim.attempt,
+            )
+        if row is None:
+            raise _JobLostError
+    with transaction(context.sessions) as session:
+        reused = mark_reused(session, job_id=claim.id, attempt=claim.attempt, source=reuse.source)
+    if reused is None:
+        raise _JobLostError
+    log.info(
+        "job %s succeeded with the outputs of job %s (%d stems, no model run)",
+        claim.id,
+        reuse.source,
+        len(reuse.outputs),
+    )
+    return True
+
+
+def _extension(uri: str, output: ReusableOutput) -> str:
+    """The stored object's extension (what `_deliver` named it), else the output's format."""
+    suffix = PurePosixPath(uri).suffix
+    return suffix if _SAFE_SUFFIX.match(suffix) else output.format
+
+
+def defer_countdown(deferrals: int, *, visibility_timeout: float) -> float:
+    """Seconds before a deferred job is delivered again: `DEFER_SECONDS`, doubled for each
+    earlier deferral, at most `DEFER_MAX_SECONDS` and half the broker's visibility timeout."""
+    if deferrals < 1:
+        raise ValueError(f"{deferrals=} must be at least 1")
+    growth = DEFER_SECONDS * 2.0 ** min(deferrals - 1, 16)
+    return max(1.0, min(growth, DEFER_MAX_SECONDS, visibility_timeout / 2))
+
+
+def _publish_deferred(
+    task: BoundTask, claim: _Claim, context: WorkerContext, deferred: Deferred
+) -> Outcome:
+    """Publish the (committed, now queued) job again with a countdown, on the queue it came
+    from; if the broker refuses, claim it back and run it here rather than leave it queued with
+    no message."""
+    countdown = defer_countdown(
+        deferred.deferrals, visibility_timeout=context.settings.visibility_timeout_seconds
+    )
+    delivery = task.request.delivery_info or {}
+    queue = str(delivery.get("routing_key") or context.settings.queue_interactive)
+    try:
+        enqueue(task.app, claim.id, queue=queue, priority=claim.priority, countdown=countdown)
+    except Exception:
+        log.exception("job %s: could not publish it again after deferring; running it", claim.id)
+        with transaction(context.sessions) as session:
+            row = claim_job(session, job_id=claim.id, worker=_worker_name(task))
+            again = _Claim.of(row) if row is not None else None
+        if again is None:
+            return "skipped"  # cancelled meanwhile, or a duplicate message took it
+        return _run_guarded(task, again, context, may_defer=False)
+    log.info(
+        "job %s deferred for %.0f s (deferral %d): job %s runs the same work",
+        claim.id,
+        countdown,
+        deferred.deferrals,
+        deferred.twin,
+    )
+    return "deferred"
 
 
 def _separate(
@@ -416,10 +555,18 @@ def _worker_name(task: BoundTask) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def enqueue(app: Celery, job_id: uuid.UUID | str, *, queue: str, priority: int) -> str:
+def enqueue(
+    app: Celery,
+    job_id: uuid.UUID | str,
+    *,
+    queue: str,
+    priority: int,
+    countdown: float | None = None,
+) -> str:
     """Send `mss_jobs.separate(job_id)` to `queue`; returns the Celery task id.
 
-    Call only after the transaction that created (or re-queued) the job has committed.
+    Call only after the transaction that created (or re-queued) the job has committed. With
+    `countdown`, a worker holds the message that many seconds before running it.
     """
     result = app.send_task(
         SEPARATE_TASK,
@@ -427,5 +574,6 @@ def enqueue(app: Celery, job_id: uuid.UUID | str, *, queue: str, priority: int) 
         task_id=separate_task_id(job_id),
         queue=queue,
         priority=broker_priority(priority),
+        countdown=countdown,
     )
     return str(result.id)

@@ -60,6 +60,10 @@ class JobSpec(_Strict):
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     queue: Lane = "interactive"
     idempotency_key: IdempotencyKey | None = None
+    force: bool = False
+    """Run the model even when a finished job with the same input content, model and params
+    could lend its outputs (skip the result cache). Not a separation param: it does not change
+    the result."""
 
     def params(self) -> dict[str, Any]:
         """The separation params as the worker reads them (before defaults are filled in)."""
@@ -129,6 +133,9 @@ class JobOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    reused_from: uuid.UUID | None = None
+    """The job whose outputs this one copied instead of running the model (the result cache);
+    None when the model ran, or when that job was deleted since."""
     outputs: list[JobOutput] | None = None
     """Present on a single job (GET /v1/jobs/{id}); omitted from listings."""
 
@@ -142,6 +149,15 @@ class ModelOut(BaseModel):
     name: str
     description: str
     stems: list[str]
+    kind: Literal["builtin", "neural"] = "builtin"
+    """`builtin`: DSP, no files; `neural`: a community network that needs its weights."""
+    architecture: str | None = None
+    """bs_roformer, mel_band_roformer, mdx23c or htdemucs (neural models)."""
+    available: bool = True
+    """Whether this service has the model's files: a job for an unavailable model waits for
+    its download on the worker (when pulling on demand is on) or fails `model.unavailable`."""
+    license: str | None = None
+    """What is known of the weights' license (neural models)."""
 
 
 class ModelsOut(BaseModel):

@@ -118,6 +118,7 @@ def job_view(
         attempts=job.attempts,
         error=error,
         idempotency_key=job.idempotency_key,
+        reused_from=job.reused_from,
         created_at=job.created_at,
         updated_at=job.updated_at,
         started_at=job.started_at,

@@ -256,7 +256,9 @@ def add_jobs(
     for chunk in _chunks(rows, chunk_size):
         for row in chunk:
             _check_row(row)
-        inserted += insert_batch_jobs(session, batch_id=batch_id, rows=chunk, now=utcnow())
+        inserted += insert_batch_jobs(
+            session, batch_id=batch_id, rows=chunk, now=utcnow(), force=batch.force
+        )
     if inserted:
         reopen = {"status": BatchStatus.ACTIVE, "finished_at": None}
         _update_batch(

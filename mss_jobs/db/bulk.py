@@ -50,22 +50,32 @@ class BatchRow(Protocol):
 
 
 def insert_batch_jobs(
-    session: Session, *, batch_id: uuid.UUID, rows: Sequence[BatchRow], now: datetime
+    session: Session,
+    *,
+    batch_id: uuid.UUID,
+    rows: Sequence[BatchRow],
+    now: datetime,
+    force: bool = False,
 ) -> int:
-    """Insert `rows` as pending jobs of the batch, skipping lines it has; how many were new."""
+    """Insert `rows` as pending jobs of the batch, skipping lines it has; how many were new.
+
+    `force` is the batch's flag, copied onto every job: the worker reads it from the job row.
+    """
     if session.get_bind().dialect.name == "postgresql":
-        return _insert_jobs_postgresql(session, batch_id=batch_id, rows=rows, now=now)
+        return _insert_jobs_postgresql(session, batch_id=batch_id, rows=rows, now=now, force=force)
     job_table = Job.__table__
     assert isinstance(job_table, Table)
     return insert_rows(
         session,
         job_table,
-        [_job_values(row, batch_id=batch_id, now=now) for row in rows],
+        [_job_values(row, batch_id=batch_id, now=now, force=force) for row in rows],
         skip_conflicts_on=("batch_id", "batch_line"),
     )
 
 
-def _job_values(row: BatchRow, *, batch_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+def _job_values(
+    row: BatchRow, *, batch_id: uuid.UUID, now: datetime, force: bool
+) -> dict[str, Any]:
     return {
         "id": uuid.uuid4(),
         "status": JobStatus.PENDING,
@@ -79,6 +89,7 @@ def _job_values(row: BatchRow, *, batch_id: uuid.UUID, now: datetime) -> dict[st
         "batch_id": batch_id,
         "batch_line": row.line,
         "client_ref": row.ref,
+        "force": force,
         "created_at": now,
         "updated_at": now,
     }
@@ -87,9 +98,10 @@ def _job_values(row: BatchRow, *, batch_id: uuid.UUID, now: datetime) -> dict[st
 _INSERT_JOBS_POSTGRESQL = text(
     """
     INSERT INTO jobs (id, status, model, params, params_hash, input_uri, priority, progress,
-                      attempts, batch_id, batch_line, client_ref, created_at, updated_at)
+                      attempts, batch_id, batch_line, client_ref, force, created_at, updated_at)
     SELECT item.id, 'pending', item.model, shared.params[item.spec], shared.hashes[item.spec],
-           item.input_uri, item.priority, 0, 0, :batch_id, item.line, item.ref, :now, :now
+           item.input_uri, item.priority, 0, 0, :batch_id, item.line, item.ref, :force, :now,
+           :now
     FROM unnest(CAST(:ids AS uuid[]), CAST(:lines AS integer[]), CAST(:inputs AS text[]),
                 CAST(:refs AS text[]), CAST(:priorities AS integer[]),
                 CAST(:models AS text[]), CAST(:specs AS integer[]))
@@ -105,7 +117,12 @@ thousand times was most of the intake's cost."""
 
 
 def _insert_jobs_postgresql(
-    session: Session, *, batch_id: uuid.UUID, rows: Sequence[BatchRow], now: datetime
+    session: Session,
+    *,
+    batch_id: uuid.UUID,
+    rows: Sequence[BatchRow],
+    now: datetime,
+    force: bool,
 ) -> int:
     specs: dict[int, int] = {}  # id(params) → 1-based index into the shared arrays
     params: list[str] = []
@@ -120,6 +137,7 @@ def _insert_jobs_postgresql(
         indexes.append(index)
     arguments = {
         "batch_id": batch_id,
+        "force": force,
         "now": now,
         "ids": [uuid.uuid4() for _ in rows],
         "lines": [row.line for row in rows],

@@ -108,3 +108,10 @@ class EventKind(StrEnum):
     """A failed or cancelled job was queued again (a batch job: made pending again), or the
     worker put its job back to queued after a transient error (detail: code, retry,
     max_retries) while Celery's backoff waits."""
+    REUSED = "reused"
+    """The job succeeded without running the model: it copied the outputs of a finished job with
+    the same input content, model and params (detail: `source`, the job copied from)."""
+    DEFERRED = "deferred"
+    """The worker put the job back to `queued` because a job with the same input content, model
+    and params was running (detail: `twin`, `deferrals`); it comes back later to reuse that
+    job's result. Neither a retry nor a worker death."""

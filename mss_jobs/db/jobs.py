@@ -119,8 +119,13 @@ def create_job(
     input_sample_rate: int | None = None,
     input_channels: int | None = None,
     input_duration_seconds: float | None = None,
+    force: bool = False,
 ) -> Job:
     """Insert a queued job, or return the job already created under `idempotency_key`.
+
+    `force` makes the worker run the model even when a finished job with the same input
+    content, model and params could lend its outputs (see `mss_jobs.db.results`); it is not
+    part of `params` (it does not change the result) nor of the idempotency check.
 
     Race-safe: of two concurrent requests with one key, one inserts and the other meets the
     unique constraint, rolls back to a savepoint and returns the winner's row. Reusing a key for a
@@ -142,6 +147,7 @@ def create_job(
         input_duration_seconds=input_duration_seconds,
         priority=priority,
         idempotency_key=idempotency_key,
+        force=force,
     )
     if idempotency_key is None:
         _insert_new(session, job)

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -182,6 +183,9 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None]
     """When the batch dispatcher last published the job id: a `queued` job whose message is old
     may have been lost by the broker and is published again."""
+    force: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Run the model even when a finished job already holds this result (no result cache). Not
+    part of `params`: it changes how the result is obtained, not what it is."""
     reused_from: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL")
     )

@@ -69,6 +69,9 @@ _TRANSIENT_CODES = frozenset(
         "ServiceUnavailable",
         "OperationAborted",  # a conflicting operation on the same bucket is in progress
         "XMinioServerNotInitialized",
+        # A conditional read or copy (the transfer manager's IfMatch on parts, `copy`'s
+        # CopySourceIfMatch) met an object replaced meanwhile: reading it again will succeed.
+        "PreconditionFailed",
     }
 )
 _TRANSIENT_STATUSES = frozenset({408, 429})

@@ -120,6 +120,16 @@ class ObjectStorage(Protocol):
         """Fetch a key or URI into `dest_path` via a temporary sibling renamed into place."""
         ...
 
+    def copy(self, source_uri_or_key: str, dest_key: str) -> StoredObject:
+        """Copy an object (a key, or a URI `download_file` accepts) to `dest_key`, replacing any
+        object there; the result describes the copy as `upload_file` describes an upload.
+
+        Nothing passes through this process where the backend can copy by itself (S3 copies
+        server-side, in parts above the multipart threshold, so objects over 5 GB copy too). A
+        missing source is `InputNotFoundError`, as for a download.
+        """
+        ...
+
     def exists(self, key: str) -> bool:
         """True when an object is stored under exactly `key`."""
         ...

@@ -91,23 +91,18 @@ class LocalStorage:
 
     def download_file(self, uri_or_key: str, dest_path: str | Path) -> DownloadedObject:
         """Copy a key, or a `file://` URI inside `root`, to `dest_path` (atomic, hashed)."""
-        key = self._locate(uri_or_key)
-        source = self.path_for(key)
-        if not source.is_file():
-            raise InputNotFoundError(f"no object at {self.uri_for(key)}")
         dest = Path(dest_path)
-        try:
-            with atomic_destination(dest) as temp:
-                size, sha256 = copy_hashing(source, temp, chunk_size=self._chunk_size)
-        except FileNotFoundError as exc:  # deleted between the check and the copy
-            if not source.is_file():
-                raise InputNotFoundError(f"no object at {self.uri_for(key)}") from exc
-            raise StorageError(f"cannot write {dest}: {exc.strerror}") from exc
-        except OSError as exc:
-            raise StorageError(
-                f"cannot copy {self.uri_for(key)} to {dest}: {exc.strerror}"
-            ) from exc
+        size, sha256 = self._copy_object(self._locate(uri_or_key), dest)
         return DownloadedObject(path=dest, bytes=size, sha256=sha256)
+
+    def copy(self, source_uri_or_key: str, dest_key: str) -> StoredObject:
+        """Copy a key, or a `file://` URI inside `root`, to `dest_key`: a hashed copy written to
+        a temporary sibling and renamed into place, so readers never see half an object."""
+        dest = self.path_for(dest_key)
+        size, sha256 = self._copy_object(self._locate(source_uri_or_key), dest)
+        return StoredObject(
+            uri=self.uri_for(dest_key), key=dest_key, bytes=size, sha256=sha256, etag=sha256
+        )
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
@@ -153,6 +148,23 @@ class LocalStorage:
         """`file://` URI where the object will live; the embedded API writes it there."""
         validate_expires_in(expires_in)
         return self.uri_for(key)
+
+    def _copy_object(self, key: str, dest: Path) -> tuple[int, str]:
+        """Copy the object `key` to the file `dest` atomically; its size and SHA-256."""
+        source = self.path_for(key)
+        if not source.is_file():
+            raise InputNotFoundError(f"no object at {self.uri_for(key)}")
+        try:
+            with atomic_destination(dest) as temp:
+                return copy_hashing(source, temp, chunk_size=self._chunk_size)
+        except FileNotFoundError as exc:  # deleted between the check and the copy
+            if not source.is_file():
+                raise InputNotFoundError(f"no object at {self.uri_for(key)}") from exc
+            raise StorageError(f"cannot write {dest}: {exc.strerror}") from exc
+        except OSError as exc:
+            raise StorageError(
+                f"cannot copy {self.uri_for(key)} to {dest}: {exc.strerror}"
+            ) from exc
 
     def _locate(self, uri_or_key: str) -> str:
         if not looks_like_uri(uri_or_key):

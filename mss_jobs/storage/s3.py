@@ -3,6 +3,7 @@
 Uploads and downloads go through boto3's transfer manager: above `multipart_threshold` it splits
 the file into `multipart_chunksize` parts sent `max_concurrency` at a time, reading each part from
 the file when it is sent, so memory stays at roughly `max_concurrency × chunk` whatever the size.
+Copies go through it too, server-side: the bytes never pass through this process.
 
 Error mapping (messages name the bucket and key, never credentials):
 
@@ -14,22 +15,25 @@ Error mapping (messages name the bucket and key, never credentials):
 | AccessDenied, 403, InvalidAccessKeyId, SignatureDoesNotMatch,  | StorageError                |
 | other 4xx, missing credentials, invalid parameters             |                             |
 | SlowDown, Throttling, RequestTimeout, InternalError, 408, 429, | StorageUnavailableError     |
-| 5xx, connection refused / closed / timed out, truncated body   | (a TransientError)          |
+| 5xx, connection refused / closed / timed out, truncated body,  | (a TransientError)          |
+| PreconditionFailed (the object changed during a read or copy)  |                             |
 | malformed key or URI, bad settings                             | ConfigError                 |
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from mss_jobs.errors import ConfigError, InputNotFoundError, MssError, StorageError
-from mss_jobs.storage._files import atomic_destination, hash_file
+from mss_jobs.storage._files import CHUNK_SIZE, atomic_destination, hash_file
 from mss_jobs.storage._s3_client import build_client, check_range, validate_endpoint_url
 from mss_jobs.storage._s3_errors import (
     MAPPED_EXCEPTIONS,
@@ -65,6 +69,7 @@ __all__ = ["MIB", "S3Storage"]
 MIB = 1024 * 1024
 _MIN_PART_SIZE = 5 * MIB  # S3 rejects multipart parts below 5 MiB (except the last)
 _MAX_DELETE_BATCH = 1000  # DeleteObjects accepts at most 1000 keys per request
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class S3Storage:
@@ -242,6 +247,57 @@ class S3Storage:
             ) from exc
         return DownloadedObject(path=dest, bytes=size, sha256=sha256)
 
+    def copy(self, source_uri_or_key: str, dest_key: str) -> StoredObject:
+        """Server-side copy of a key of this bucket, or any `s3://bucket/key`, to `dest_key`.
+
+        boto3's managed copy: one CopyObject below the multipart threshold, UploadPartCopy parts
+        above it (so objects over CopyObject's 5 GB limit copy too), never through this
+        process. One HeadObject first gives the size, ETag and `sha256` metadata, and the copy
+        is conditional on that ETag (`CopySourceIfMatch`), so the digest returned is the one of
+        the bytes copied. Metadata and Content-Type travel with the object. A source without
+        `sha256` metadata (not uploaded by this service) is hashed by streaming it once, and
+        the digest is stored on the copy.
+        """
+        validate_key(dest_key)
+        bucket, key = self._locate(source_uri_or_key)
+        with self._mapped("copy", bucket=bucket, key=key):
+            head = self._client.head_object(Bucket=bucket, Key=key)
+        size = head.get("ContentLength", 0)
+        etag = head.get("ETag", "")
+        metadata = dict(head.get("Metadata", {}))
+        sha256 = metadata.get("sha256", "")
+        extra_args: dict[str, Any] = {"CopySourceIfMatch": etag} if etag else {}
+        if not _SHA256_HEX.fullmatch(sha256):
+            sha256 = self._hash_object(bucket, key, etag=etag)
+            extra_args.update(
+                MetadataDirective="REPLACE",
+                Metadata={**metadata, "sha256": sha256},
+                ContentType=head.get("ContentType") or content_type_for(dest_key),
+            )
+        # Errors of the copy itself name the source: a missing key there is the usual cause.
+        with self._mapped(f"copy to {self.uri_for(dest_key)}", bucket=bucket, key=key):
+            self._client.copy(
+                {"Bucket": bucket, "Key": key},
+                self._bucket,
+                dest_key,
+                ExtraArgs=extra_args,
+                Config=self._transfer,
+            )
+        with self._mapped("copy check", bucket=self._bucket, key=dest_key):
+            copied = self._client.head_object(Bucket=self._bucket, Key=dest_key)
+        if copied.get("ContentLength") != size:
+            raise StorageError(
+                f"copy of s3://{bucket}/{key} to {self.uri_for(dest_key)} stored "
+                f"{copied.get('ContentLength')} bytes, expected {size}"
+            )
+        return StoredObject(
+            uri=self.uri_for(dest_key),
+            key=dest_key,
+            bytes=size,
+            sha256=sha256,
+            etag=copied.get("ETag", "").strip('"'),
+        )
+
     def exists(self, key: str) -> bool:
         validate_key(key)
         with self._mapped("exists check", bucket=self._bucket, key=key):
@@ -314,6 +370,22 @@ class S3Storage:
         if not isinstance(uri, S3Uri):
             raise ConfigError(f"S3 storage cannot fetch {uri_or_key!r}: expected s3://bucket/key")
         return uri.bucket, uri.key
+
+    def _hash_object(self, bucket: str, key: str, *, etag: str) -> str:
+        """SHA-256 of the object, streamed in chunks (conditional on `etag` when given)."""
+        digest = hashlib.sha256()
+        with self._mapped("hash", bucket=bucket, key=key):
+            if etag:
+                response = self._client.get_object(Bucket=bucket, Key=key, IfMatch=etag)
+            else:
+                response = self._client.get_object(Bucket=bucket, Key=key)
+            body = response["Body"]
+            try:
+                for chunk in body.iter_chunks(CHUNK_SIZE):
+                    digest.update(chunk)
+            finally:
+                body.close()
+        return digest.hexdigest()
 
     def _pages(self, folder: str) -> Iterator[list[str]]:
         """Keys under `folder`, one list per ListObjectsV2 page."""

@@ -38,7 +38,7 @@ def test_upgrade_head_creates_exactly_the_orm_schema(empty_url: str) -> None:
     try:
         assert _schema_differences(engine) == []
         assert _tables(engine) == {"alembic_version", *Base.metadata.tables}
-        assert migrate.current_revision(empty_url) == migrate.head_revision() == "0002"
+        assert migrate.current_revision(empty_url) == migrate.head_revision() == "0003"
     finally:
         engine.dispose()
 
@@ -153,7 +153,10 @@ def test_0002_upgrades_existing_jobs_and_downgrades_to_exactly_0001(
         with engine.begin() as connection:  # 0001 had batch_id without a batches table
             _insert_job(connection, old_job, batch_id=uuid.uuid4().hex)
         migrate.upgrade(empty_url, "0002")
-        assert _schema_differences(engine) == []
+        # The ORM is at head: 0002 lacks exactly what 0003 adds.
+        assert [(d[0], d[2], d[3].name) for d in _schema_differences(engine)] == [
+            ("add_column", "jobs", "force")
+        ]
         with engine.begin() as connection:
             row = connection.execute(
                 text("SELECT status, batch_id, batch_line FROM jobs WHERE id = :id"),
@@ -175,6 +178,47 @@ def test_0002_upgrades_existing_jobs_and_downgrades_to_exactly_0001(
             pending: "cancelled",  # 0001 knows no pending, and nothing would ever run it
             queued: "queued",
         }
+        migrate.upgrade(empty_url)
+        assert _schema_differences(engine) == []
+    finally:
+        engine.dispose()
+        reference.dispose()
+
+
+def test_0003_gives_existing_jobs_force_false_and_downgrades_to_exactly_0002(
+    empty_url: str, dialect: str, postgres: Any, tmp_path: Path
+) -> None:
+    reference_url = (
+        postgres.create_database() if dialect == "postgresql" else f"sqlite:///{tmp_path}/r.db"
+    )
+    migrate.upgrade(reference_url, "0002")
+    reference = make_engine(reference_url)
+    migrate.upgrade(empty_url, "0002")
+    engine = make_engine(empty_url)
+    old_job, new_job, forced = (uuid.uuid4().hex for _ in range(3))
+    try:
+        with engine.begin() as connection:
+            _insert_job(connection, old_job, reused_from=None)
+        migrate.upgrade(empty_url, "0003")
+        assert _schema_differences(engine) == []
+        with engine.begin() as connection:
+            _insert_job(connection, new_job)  # a writer that does not name the column
+            _insert_job(connection, forced, force=True)
+            rows = connection.execute(text("SELECT id, force FROM jobs")).all()
+        assert {uuid.UUID(str(i)).hex: bool(f) for i, f in rows} == {
+            old_job: False,
+            new_job: False,
+            forced: True,
+        }
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            _insert_job(connection, uuid.uuid4().hex, force=None)
+
+        migrate.downgrade(empty_url, "0002")
+        assert migrate.current_revision(empty_url) == "0002"
+        assert _schema(engine) == _schema(reference)
+        with engine.begin() as connection:
+            kept = connection.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+        assert kept == 3
         migrate.upgrade(empty_url)
         assert _schema_differences(engine) == []
     finally:
@@ -232,8 +276,8 @@ def test_alembic_command_line_uses_the_ini_inside_migrations(tmp_path: Path) -> 
             [*alembic, *arguments], cwd=tmp_path, env=env, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
-    assert "0002 (head)" in done.stdout
-    assert migrate.current_revision(url) == "0002"
+    assert "0003 (head)" in done.stdout
+    assert migrate.current_revision(url) == "0003"
 
 
 def test_missing_migrations_folder_is_a_clear_error(

@@ -179,3 +179,55 @@ def test_unsupported_uris_are_config_errors_naming_the_uri(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(uri)):
         storage.download_file(uri, tmp_path / "a.wav")
+
+
+# -- copy ----------------------------------------------------------------------------------------
+
+
+def test_copy_makes_an_independent_object_described_like_an_upload(
+    storage: ObjectStorage, make_file: MakeFile, tmp_path: Path
+) -> None:
+    content = os.urandom(50_000)
+    source = storage.upload_file(
+        make_file("v.wav", content), output_key("jobs", 1, "vocals", "wav")
+    )
+    dest_key = output_key(storage.prefix, 2, "vocals", "wav")
+
+    copied = storage.copy(source.key, dest_key)
+
+    assert (copied.key, copied.uri) == (dest_key, storage.uri_for(dest_key))
+    assert (copied.bytes, copied.sha256) == (len(content), source.sha256)
+    assert copied.etag
+    storage.download_file(dest_key, tmp_path / "copy.wav")
+    assert (tmp_path / "copy.wav").read_bytes() == content
+    # Own object: deleting the source's job leaves the copy.
+    assert storage.delete_prefix(job_prefix(storage.prefix, 1)) == 1
+    assert storage.exists(dest_key)
+    assert list(storage.list_keys(job_prefix(storage.prefix, 2))) == [dest_key]
+
+
+def test_copy_by_uri_replaces_the_destination(storage: ObjectStorage, make_file: MakeFile) -> None:
+    source = storage.upload_file(make_file("a.flac", b"new"), "jobs/1/drums.flac")
+    storage.upload_file(make_file("b.flac", b"old and longer"), "jobs/2/drums.flac")
+
+    copied = storage.copy(source.uri, "jobs/2/drums.flac")
+
+    assert (copied.bytes, copied.sha256) == (3, hashlib.sha256(b"new").hexdigest())
+    assert list(storage.list_keys("jobs/2")) == ["jobs/2/drums.flac"]  # no temporary left
+
+
+def test_copy_of_a_missing_object_is_input_not_found_and_writes_nothing(
+    storage: ObjectStorage,
+) -> None:
+    with pytest.raises(InputNotFoundError, match=r"jobs/404/vocals\.wav"):
+        storage.copy("jobs/404/vocals.wav", "jobs/5/vocals.wav")
+    assert list(storage.list_keys("jobs/5")) == []
+
+
+@pytest.mark.parametrize("key", ["", "../x", "/jobs/1/a.wav", "jobs//a.wav", "jobs/.hidden"])
+def test_copy_rejects_malformed_keys(storage: ObjectStorage, make_file: MakeFile, key: str) -> None:
+    storage.upload_file(make_file("a.wav", b"x"), "jobs/1/a.wav")
+    with pytest.raises(ConfigError):
+        storage.copy("jobs/1/a.wav", key)
+    with pytest.raises(ConfigError):
+        storage.copy(key, "jobs/2/a.wav")

@@ -269,3 +269,79 @@ def test_presigned_get_of_a_missing_object_is_a_404(make_s3: S3Factory) -> None:
         _fetch(url)
     assert caught.value.code == 404
     caught.value.close()
+
+
+# -- server-side copy ------------------------------------------------------------------------------
+
+
+def test_large_copy_goes_multipart_server_side_and_keeps_the_metadata(
+    make_s3: S3Factory, make_file: MakeFile, tmp_path: Path
+) -> None:
+    storage = make_s3(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+    content = os.urandom(11 * MIB + 7)
+    source = storage.upload_file(make_file("big.flac", content), "jobs/1/mix.flac")
+
+    copied = storage.copy(source.key, "jobs/2/mix.flac")
+
+    assert copied.etag.endswith("-3"), f"expected a 3-part copy (UploadPartCopy), got {copied.etag}"
+    assert (copied.bytes, copied.sha256) == (len(content), source.sha256)
+    head = storage.client.head_object(Bucket=storage.bucket, Key="jobs/2/mix.flac")
+    assert head["Metadata"] == {"sha256": source.sha256}
+    assert head["ContentType"] == "audio/flac"
+    assert storage.download_file("jobs/2/mix.flac", tmp_path / "mix.flac").sha256 == source.sha256
+
+
+def test_small_copy_is_one_copy_object_with_the_metadata(
+    make_s3: S3Factory, make_file: MakeFile
+) -> None:
+    storage = make_s3()
+    source = storage.upload_file(make_file("v.wav", b"RIFF small"), "jobs/1/vocals.wav")
+
+    copied = storage.copy(source.uri, "jobs/2/vocals.wav")
+
+    assert "-" not in copied.etag
+    head = storage.client.head_object(Bucket=storage.bucket, Key="jobs/2/vocals.wav")
+    assert head["Metadata"] == {"sha256": source.sha256}
+    assert head["ContentType"] == "audio/wav"
+
+
+def test_copy_of_a_foreign_object_without_digest_hashes_it_once_and_stores_the_digest(
+    make_s3: S3Factory,
+) -> None:
+    storage = make_s3()
+    foreign = make_s3()  # another bucket, written by someone else: no sha256 metadata
+    content = os.urandom(300_000)
+    foreign.client.put_object(
+        Bucket=foreign.bucket,
+        Key="tracks/song.wav",
+        Body=content,
+        ContentType="audio/x-wav",
+        Metadata={"origin": "catalog"},
+    )
+
+    copied = storage.copy(f"s3://{foreign.bucket}/tracks/song.wav", "jobs/3/input/song.wav")
+
+    assert copied.sha256 == hashlib.sha256(content).hexdigest()
+    assert copied.bytes == len(content)
+    head = storage.client.head_object(Bucket=storage.bucket, Key="jobs/3/input/song.wav")
+    assert head["Metadata"] == {"origin": "catalog", "sha256": copied.sha256}
+    assert head["ContentType"] == "audio/x-wav"
+
+
+def test_copy_errors_are_mapped(
+    make_s3: S3Factory, make_file: MakeFile, closed_port_endpoint: str
+) -> None:
+    storage = make_s3()
+    storage.upload_file(make_file("a.wav", b"x"), "jobs/1/a.wav")
+    with pytest.raises(InputNotFoundError, match="does not exist"):
+        storage.copy("s3://mss-no-such-bucket-0000/a.wav", "jobs/2/a.wav")
+    with pytest.raises(ConfigError, match="file://"):
+        storage.copy("file:///etc/passwd", "jobs/2/a.wav")
+    assert not storage.exists("jobs/2/a.wav")
+    missing = make_s3("mss-test-never-created", create=False)
+    with pytest.raises(StorageError, match="mss-test-never-created") as refused:
+        missing.copy("jobs/1/a.wav", "jobs/2/a.wav")
+    assert not isinstance(refused.value, TransientError)
+    unreachable = make_s3(endpoint_url=closed_port_endpoint, create=False, max_attempts=1)
+    with pytest.raises(StorageUnavailableError):
+        unreachable.copy("jobs/1/a.wav", "jobs/2/a.wav")

@@ -57,6 +57,7 @@ def _map(exc: BaseException, *, own_bucket: bool = True) -> MssError:
         ("RequestTimeout", 400, StorageUnavailableError),
         ("TooManyRequests", 429, StorageUnavailableError),
         ("SomethingNew", 502, StorageUnavailableError),
+        ("PreconditionFailed", 412, StorageUnavailableError),  # object replaced mid-copy
         ("SomethingNew", 400, StorageError),
         ("Throttling", None, StorageUnavailableError),
     ],

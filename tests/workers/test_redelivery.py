@@ -36,7 +36,7 @@ def test_killed_worker_job_is_redelivered_and_completed_once(
     redis.Redis.from_url(redis_db).flushdb()  # no task left over from another module's worker
     env = {**worker_env, **SHORT_LIMITS}
     first = start_worker(env)
-    job_id = jobs.submit(wav_bytes(20.0, channels=1, subtype="PCM_16"), params=SLOW)
+    job_id = jobs.submit(wav_bytes(20.0, channels=1, subtype="PCM_16"), params=SLOW, force=True)
     running = jobs.wait(
         job_id,
         lambda job: job.status.is_terminal or (job.stage == "separate" and job.progress > 0.15),

@@ -224,7 +224,7 @@ def test_a_job_that_kills_its_pool_process_fails_after_three_deaths(
     jobs: Submitter, worker_env: dict[str, str], start_worker: StartWorker
 ) -> None:
     worker = start_worker({**worker_env, "MSS_MAX_WORKER_DEATHS": "3"})
-    job_id = jobs.submit(wav_bytes(20.0, channels=1, subtype="PCM_16"), params=SLOW)
+    job_id = jobs.submit(wav_bytes(20.0, channels=1, subtype="PCM_16"), params=SLOW, force=True)
 
     for attempt in (1, 2, 3):
         running = jobs.wait(
@@ -254,7 +254,7 @@ def test_a_job_whose_whole_worker_dies_twice_fails_with_max_deaths_two(
     jobs: Submitter, worker_env: dict[str, str], start_worker: StartWorker
 ) -> None:
     env = {**worker_env, **SHORT_LIMITS, "MSS_MAX_WORKER_DEATHS": "2"}
-    job_id = jobs.submit(wav_bytes(20.0, channels=1, subtype="PCM_16"), params=SLOW)
+    job_id = jobs.submit(wav_bytes(20.0, channels=1, subtype="PCM_16"), params=SLOW, force=True)
 
     for attempt in (1, 2):
         worker = start_worker(env)

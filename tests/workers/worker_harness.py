@@ -134,13 +134,26 @@ class Submitter:
     folder: Path
 
     def create(
-        self, content: bytes, *, model: str = "identity", params: Mapping[str, Any] | None = None
+        self,
+        content: bytes,
+        *,
+        model: str = "identity",
+        params: Mapping[str, Any] | None = None,
+        force: bool = False,
     ) -> uuid.UUID:
+        """Upload `content` and create its job; `force` bypasses the result cache (a test that
+        needs the model to run on audio another test already separated)."""
         path = self.folder / f"{uuid.uuid4().hex}.wav"
         path.write_bytes(content)
         stored = self.storage.upload_file(path, f"{PREFIX}/inputs/{path.name}")
         with transaction(self.sessions) as session:
-            job = create_job(session, model=model, params=dict(params or {}), input_uri=stored.uri)
+            job = create_job(
+                session,
+                model=model,
+                params=dict(params or {}),
+                input_uri=stored.uri,
+                force=force,
+            )
             return job.id
 
     def enqueue(self, job_id: uuid.UUID, *, queue: str = "interactive", priority: int = 5) -> None:

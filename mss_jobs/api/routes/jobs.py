@@ -75,6 +75,7 @@ def submit_job(
                 input_uri=body.input,
                 priority=body.priority,
                 idempotency_key=key,
+                force=body.force,
             )
         except ConfigError as exc:
             raise IdempotencyConflictError(str(exc)) from exc
@@ -160,6 +161,7 @@ def _create_uploaded(
                 input_sha256=upload.sha256,
                 priority=spec.priority,
                 idempotency_key=key,
+                force=spec.force,
             )
         except ConfigError as exc:
             raise IdempotencyConflictError(str(exc)) from exc
