@@ -33,7 +33,7 @@ from celery import Celery  # type: ignore[import-untyped]
 from celery.signals import worker_ready, worker_shutdown  # type: ignore[import-untyped]
 from sqlalchemy.orm import Session, sessionmaker
 
-from mss_jobs.db.jobs import reap_stale_jobs
+from mss_jobs.db.jobs import hand_back_stale_batch_jobs, reap_stale_jobs
 from mss_jobs.db.models import utcnow
 from mss_jobs.db.session import make_engine, make_session_factory, transaction
 from mss_jobs.settings import Settings
@@ -54,7 +54,8 @@ def stale_after(settings: Settings) -> timedelta:
 def reap_once(
     settings: Settings, sessions: sessionmaker[Session], *, now: datetime | None = None
 ) -> list[uuid.UUID]:
-    """One sweep: fail every job stale at `now` (default: the current time); returns their ids."""
+    """One sweep at `now` (default: the current time): stale batch jobs go back to pending (their
+    dispatcher re-runs them), other stale jobs fail; returns the failed ids."""
     limit = stale_after(settings)
     seconds = int(limit.total_seconds())
     message = (
@@ -64,7 +65,15 @@ def reap_once(
     )
     cutoff = (now or utcnow()) - limit
     with transaction(sessions) as session:
-        return reap_stale_jobs(session, stale_before=cutoff, code=WORKER_LOST_CODE, message=message)
+        handed_back = hand_back_stale_batch_jobs(
+            session, stale_before=cutoff, max_deaths=settings.max_worker_deaths
+        )
+        reaped = reap_stale_jobs(
+            session, stale_before=cutoff, code=WORKER_LOST_CODE, message=message
+        )
+    if handed_back:
+        log.warning("handed %d stale batch job(s) back to their dispatcher", len(handed_back))
+    return reaped
 
 
 class Reaper:

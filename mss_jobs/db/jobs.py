@@ -74,6 +74,7 @@ __all__ = [
     "find_duplicate",
     "get_job",
     "give_up_after_worker_deaths",
+    "hand_back_stale_batch_jobs",
     "list_events",
     "list_jobs",
     "list_outputs",
@@ -529,6 +530,63 @@ def reap_stale_jobs(
     for job in reaped:
         _log(session, job, EventKind.FAILED, message=message, detail={"code": code})
     return [job.id for job in reaped]
+
+
+def hand_back_stale_batch_jobs(
+    session: Session, *, stale_before: datetime, max_deaths: int
+) -> list[uuid.UUID]:
+    """running → pending for every *batch* job nothing wrote to since `stale_before`, so its
+    batch's dispatcher runs it again; returns their ids.
+
+    Such a job's worker died and no redelivery came (the broker lost the unacknowledged message,
+    e.g. Redis restarted without it): failing it would leave a catalog with holes nobody asked
+    for. It counts as a worker death (a `redelivered` event, so `MSS_MAX_WORKER_DEATHS` still
+    bounds a track that kills workers); a job at its last allowed death is left running for
+    `reap_stale_jobs` to fail. Single jobs are not handed back (nothing would publish them):
+    they fail, and `POST /v1/jobs/{id}/retry` runs them again. Call it before
+    `reap_stale_jobs`, with the same cutoff.
+    """
+    if stale_before.utcoffset() is None:
+        raise ValueError(f"naive {stale_before=}: pass an aware (UTC) datetime")
+    if max_deaths < 1:
+        raise ValueError(f"{max_deaths=} must be at least 1")
+    stale = session.scalars(
+        select(Job.id)
+        .where(
+            Job.status == JobStatus.RUNNING,
+            Job.batch_id.is_not(None),
+            Job.updated_at < stale_before,
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    handed_back: list[Job] = []
+    for job_id in stale:
+        if worker_deaths(session, job_id=job_id) + 1 >= max_deaths:
+            continue  # its last allowed death: reap_stale_jobs fails it
+        job = _transition(
+            session,
+            job_id=job_id,
+            from_statuses=(JobStatus.RUNNING,),
+            also=(Job.updated_at < stale_before,),
+            values={
+                "status": JobStatus.PENDING,
+                "enqueued_at": None,
+                "worker": None,
+                "started_at": None,
+                "progress": 0.0,
+                "stage": None,
+            },
+        )
+        if job is None:
+            continue
+        handed_back.append(job)
+        _log(
+            session,
+            job,
+            EventKind.REDELIVERED,
+            message="the worker was lost and no redelivery came; handed back to the batch",
+        )
+    return [job.id for job in handed_back]
 
 
 def cancel_job(session: Session, *, job_id: uuid.UUID) -> Job | None:

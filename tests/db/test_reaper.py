@@ -238,3 +238,53 @@ def test_a_failing_sweep_is_logged_not_raised(
     with caplog.at_level(logging.ERROR, logger="workers.reaper"):
         assert reaper.sweep(broken) == []
     assert "reaper sweep failed" in caplog.text
+
+
+def _batch_running_job(sessions: Sessions, *, last_write: datetime) -> tuple[uuid.UUID, uuid.UUID]:
+    from mss_jobs.batches.manifest import ManifestRow
+    from mss_jobs.db import batches
+
+    with transaction(sessions) as session:
+        batch, _ = batches.create_batch(
+            session, model="identity", params={}, source={"kind": "rows"}, max_in_flight=5
+        )
+        row = ManifestRow(
+            line=1, input="s3://b/in.wav", overrides={}, model="identity", params={}, priority=5
+        )
+        batches.add_jobs(session, batch_id=batch.id, rows=[row])
+        batch_id = batch.id
+    with transaction(sessions) as session:
+        (dispatch,) = batches.take_pending(session, batch_id=batch_id, limit=1)
+        assert jobs.claim_job(session, job_id=dispatch.job_id, worker="gone:1") is not None
+        session.execute(update(Job).where(Job.id == dispatch.job_id).values(updated_at=last_write))
+    return batch_id, dispatch.job_id
+
+
+def test_a_stale_batch_job_goes_back_to_its_dispatcher_until_its_last_death(
+    sessions: Sessions,
+) -> None:
+    from mss_jobs.db import batches
+
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    batch_id, job_id = _batch_running_job(sessions, last_write=LONG_AGO)
+    single = running_job(sessions, last_write=LONG_AGO)
+
+    with transaction(sessions) as session:
+        handed = jobs.hand_back_stale_batch_jobs(session, stale_before=cutoff, max_deaths=2)
+        reaped = jobs.reap_stale_jobs(session, stale_before=cutoff, code=CODE, message=MESSAGE)
+
+    assert (handed, reaped) == ([job_id], [single])
+    job = read(sessions, job_id)
+    assert (job.status, job.enqueued_at, job.worker) == (JobStatus.PENDING, None, None)
+    with transaction(sessions) as session:
+        assert jobs.worker_deaths(session, job_id=job_id) == 1
+        (again,) = batches.take_pending(session, batch_id=batch_id, limit=1)
+        assert again.job_id == job_id
+        assert jobs.claim_job(session, job_id=job_id, worker="next:1") is not None
+        session.execute(update(Job).where(Job.id == job_id).values(updated_at=LONG_AGO))
+    # Its second death is the last allowed (max 2): failed, not handed back again.
+    with transaction(sessions) as session:
+        assert jobs.hand_back_stale_batch_jobs(session, stale_before=cutoff, max_deaths=2) == []
+        assert jobs.reap_stale_jobs(session, stale_before=cutoff, code=CODE, message=MESSAGE) == [
+            job_id
+        ]

@@ -83,7 +83,7 @@ def submit_batch(
     else:
         assert body.prefix is not None
         items, source = _listing(state, body, template)
-    return _take_in(state, response, items, options, source, key_header)
+    return _take_in(state, response, items, template, options, source, key_header)
 
 
 @router.post(
@@ -148,13 +148,14 @@ def _take_in_file(
     template = _template(options, state)
     with path.open("rb") as stream:
         items = reader(stream, template, allow_file_uris=_local(state))
-        return _take_in(state, response, items, options, source, key_header)
+        return _take_in(state, response, items, template, options, source, key_header)
 
 
 def _take_in(
     state: ApiState,
     response: Response,
     items: Iterable[ManifestItem],
+    template: JobTemplate,
     options: BatchOptions,
     source: dict[str, Any],
     key_header: str | None,
@@ -165,7 +166,7 @@ def _take_in(
     result = take_in(
         state.sessions,
         chain([first], iterator) if first is not None else (),
-        template=_template(options, state),
+        template=template,
         source=source,
         lane=options.queue,
         max_in_flight=options.max_in_flight,
