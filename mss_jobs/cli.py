@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from tqdm import tqdm
@@ -18,6 +18,9 @@ from mss_jobs.errors import MssError
 from mss_jobs.models.base import Separator
 from mss_jobs.runner import FileSeparation, OutputSpec, RunProgress, resolve_device, separate_file
 from mss_jobs.types import BitDepth, OutputFormat, WindowShape
+
+if TYPE_CHECKING:
+    from mss_jobs.settings import Settings
 
 __all__ = ["main"]
 
@@ -215,13 +218,115 @@ def _bar(bars: dict[str, tqdm[Any]], event: RunProgress, path: Path) -> tqdm[Any
     return bar
 
 
-@main.command("models")
-def models_cmd() -> None:
-    """List the available models."""
-    from mss_jobs.models.registry import list_models
+@main.group("models", invoke_without_command=True)
+@click.pass_context
+def models_cmd(ctx: click.Context) -> None:
+    """List, inspect and download models (`mss-jobs models` alone lists them)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(models_list)
 
-    for spec in list_models():
-        click.echo(f"{spec.name:<12} stems: {', '.join(spec.stems):<28} {spec.description}")
+
+def _model_settings() -> Settings:
+    from mss_jobs.settings import get_settings
+
+    try:
+        return get_settings()
+    except MssError as exc:
+        raise click.UsageError(f"{exc.code}: {exc}") from exc
+
+
+@models_cmd.command("list")
+def models_list() -> None:
+    """Every model, whether its files are here (*), its stems and what it is."""
+    from mss_jobs.models.catalog import is_available, list_model_infos
+
+    model_dir = _model_settings().model_dir
+    for info in list_model_infos():
+        mark = "*" if is_available(info.name, model_dir=model_dir) else " "
+        click.echo(f"{mark} {info.name:<24} stems: {', '.join(info.stems):<36} {info.description}")
+    click.echo(f"(* = ready here; others need `mss-jobs models pull NAME`; cache: {model_dir})")
+
+
+@models_cmd.command("show")
+@click.argument("name")
+def models_show(name: str) -> None:
+    """Details of model NAME: architecture, stems, license, files and where they are cached."""
+    from mss_jobs.models.catalog import get_model_info, is_available
+    from mss_jobs.models.known import KNOWN_MODELS
+    from mss_jobs.models.weights import cache_path
+
+    model_dir = _model_settings().model_dir
+    try:
+        info = get_model_info(name)
+    except MssError as exc:
+        raise click.UsageError(f"{exc.code}: {exc}") from exc
+    click.echo(f"name:         {info.name}")
+    click.echo(f"kind:         {info.kind}")
+    if info.architecture:
+        click.echo(f"architecture: {info.architecture}")
+    click.echo(f"stems:        {', '.join(info.stems)}")
+    click.echo(f"description:  {info.description}")
+    if info.license:
+        click.echo(f"license:      {info.license}")
+    click.echo(f"available:    {'yes' if is_available(name, model_dir=model_dir) else 'no'}")
+    known = KNOWN_MODELS.get(name)
+    if known is None:
+        return
+    for role, resource in [("config", known.config)] + [
+        ("checkpoint", c) for c in known.checkpoints
+    ]:
+        if resource is None:
+            continue
+        path = cache_path(model_dir, resource)
+        digest = resource.sha256 or "unknown (not published)"
+        if resource.sha256 and len(resource.sha256) < 64:
+            digest += "… (prefix)"
+        click.echo(f"{role}:")
+        click.echo(f"  url:    {resource.url}")
+        click.echo(f"  sha256: {digest}")
+        click.echo(f"  cached: {path if path.is_file() else 'no'}")
+
+
+@models_cmd.command("pull")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Download again even if cached.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def models_pull(names: tuple[str, ...], force: bool, quiet: bool) -> None:
+    """Download the files of models NAMES into the model cache (MSS_MODEL_DIR)."""
+    from mss_jobs.models.known import get_known_model
+    from mss_jobs.models.weights import model_store_from_settings
+
+    store = model_store_from_settings(_model_settings(), pull=True)
+    try:
+        models = [get_known_model(name) for name in names]
+    except MssError as exc:
+        raise click.UsageError(f"{exc.code}: {exc}") from exc
+    failures = 0
+    for model in models:
+        try:
+            for resource in model.resources:
+                with tqdm(
+                    desc=f"{model.name}: {resource.name}",
+                    unit="B",
+                    unit_scale=True,
+                    leave=False,
+                    file=sys.stderr,
+                    disable=quiet,
+                ) as bar:
+
+                    def advance(done: int, total: int | None, bar: tqdm[Any] = bar) -> None:
+                        if total is not None and bar.total != total:
+                            bar.total = total
+                        bar.update(done - bar.n)
+
+                    store.fetch(resource, progress=advance, force=force)
+        except MssError as exc:
+            failures += 1
+            click.echo(f"error: {model.name}: {exc.code}: {exc}", err=True)
+            continue
+        click.echo(f"{model.name}: ready in {store.root}")
+    if failures:
+        sys.exit(1)
 
 
 @main.command("demo-track")

@@ -15,11 +15,15 @@ and a human message that names the offending value. Errors are split by what a c
     │   ├── ConfigError           a request or setting is invalid      config.invalid
     │   │   ├── UnknownModelError         model.unknown
     │   │   └── DerivedStemsError         config.derived_stems
+    │   ├── ModelUnavailableError model files missing, not fetchable   model.unavailable
+    │   ├── CheckpointError       a model file is unusable             model.checkpoint_invalid
+    │   │                         (unreadable, unsafe pickle, checksum or key mismatch)
     │   ├── OutputError           a stem could not be encoded/written  output.write_failed
     │   └── StorageError          object storage refused for good      storage.failed
     │                             (missing bucket, access denied, bad credentials, bad request)
     └── TransientError            worth retrying with backoff (network, storage, database, broker)
-        └── StorageUnavailableError       storage.unavailable   (unreachable, throttled, 5xx)
+        ├── StorageUnavailableError       storage.unavailable   (unreachable, throttled, 5xx)
+        └── ModelDownloadError            model.download_failed (timeout, reset, 5xx, 429)
 
 Foreign exceptions (soundfile, PyAV, boto3, SQLAlchemy …) are mapped to this tree at the edge
 that calls them: `raise AudioDecodeError(msg) from exc`.
@@ -30,11 +34,14 @@ from __future__ import annotations
 __all__ = [
     "AudioDecodeError",
     "AudioTooLongError",
+    "CheckpointError",
     "ConfigError",
     "DerivedStemsError",
     "EmptyAudioError",
     "InputError",
     "InputNotFoundError",
+    "ModelDownloadError",
+    "ModelUnavailableError",
     "MssError",
     "NonFiniteAudioError",
     "OutputError",
@@ -130,3 +137,22 @@ class StorageUnavailableError(TransientError):
     """Object storage is unreachable, throttling or failing server-side: retry with backoff."""
 
     code = "storage.unavailable"
+
+
+class ModelUnavailableError(PermanentError):
+    """A model's file is not here and cannot be fetched: not cached while pulling is off, a
+    source that answers 404/403, a scheme that is not allowed."""
+
+    code = "model.unavailable"
+
+
+class ModelDownloadError(TransientError):
+    """Fetching a model file failed in a way worth retrying: timeout, reset, 5xx, 429."""
+
+    code = "model.download_failed"
+
+
+class CheckpointError(PermanentError):
+    """A model file is unusable: unreadable, an unsafe pickle, a checksum or key mismatch."""
+
+    code = "model.checkpoint_invalid"

@@ -11,6 +11,7 @@ S3, through the same code path as production:
     broker_url       None → in-process worker              production: redis://host:6379/0
     storage_backend  "local" → <data_dir>/storage          production: "s3" + s3_bucket
     data_dir         ./.mss-data, resolved against the working directory when settings load
+    model_dir        <data_dir>/models (downloaded model configs and checkpoints)
 
 Validation is strict and happens once: unknown fields are refused, numbers carry bounds, and the
 time limits must nest (soft < hard < broker visibility timeout, otherwise Redis redelivers a task
@@ -61,10 +62,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".mss-data")
     """Root of embedded-mode state (SQLite file, local storage). Made absolute when loaded."""
 
-    # The two defaults below derive from data_dir; they come first so that another field's
+    # The defaults below derive from data_dir; they come first so that another field's
     # error does not also report them (pydantic skips data-dependent defaults after an error).
     local_storage_dir: Path = Field(default_factory=lambda data: data["data_dir"] / "storage")
     """Where `storage_backend="local"` keeps inputs and stems."""
+
+    model_dir: Path = Field(default_factory=lambda data: data["data_dir"] / "models")
+    """Cache of downloaded model configs and checkpoints (`mss-jobs models pull` fills it; a
+    model is `available` when its files are here). Share it between workers of one machine:
+    files are written to a temporary name and renamed, so concurrent pulls are safe."""
 
     database_url: str = Field(
         default_factory=lambda data: f"sqlite:///{data['data_dir']}/mss-jobs.db",
@@ -131,7 +137,27 @@ class Settings(BaseSettings):
     may have died with a broker restart; a duplicate is a no-op claim). Keep it above Celery's
     600 s retry backoff cap, or a job waiting for its retry gets a second message."""
 
-    @field_validator("data_dir", "local_storage_dir")
+    # -- neural models -----------------------------------------------------------------------
+    model_pull_on_demand: bool = True
+    """Whether a worker downloads a known model's files the first time a job needs them. Off
+    in deployments that must not reach the internet: jobs for models not pulled beforehand
+    fail with `model.unavailable`."""
+    model_sources_allow_http: bool = False
+    """Allow plain `http://` model sources (and redirects to them). Off: a checkpoint is code-
+    free data, but an unauthenticated download can still be swapped for different weights."""
+    model_download_timeout_seconds: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
+    """Connect/read timeout of each model download request (not of the whole download)."""
+    model_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Compute dtype of neural models on CUDA (autocast; weights stay float32). float16 or
+    bfloat16 roughly halve activation memory and run faster on tensor cores; check the quality
+    of your models with them first. CPU workers always compute in float32."""
+    model_compile: bool = False
+    """Run neural models through `torch.compile` (slower first chunks, faster after)."""
+    model_tta: bool = False
+    """Test-time augmentation: average the model's output over the input, its channel swap and
+    its polarity inversion. About 3x the compute for a small quality gain."""
+
+    @field_validator("data_dir", "local_storage_dir", "model_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         # Resolved once, so a later chdir cannot move the database or the stored files.

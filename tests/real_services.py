@@ -121,4 +121,6 @@ def service_env(
         "MSS_JOB_SOFT_TIME_LIMIT_SECONDS": "20",
         "MSS_JOB_HARD_TIME_LIMIT_SECONDS": "25",
         "MSS_VISIBILITY_TIMEOUT_SECONDS": "30",
+        # A test must never reach the internet for model weights.
+        "MSS_MODEL_PULL_ON_DEMAND": "false",
     }

@@ -43,7 +43,7 @@ def build_context(settings: Settings) -> WorkerContext:
         engine=engine,
         sessions=make_session_factory(engine),
         storage=storage,
-        models=ModelCache(device="auto"),
+        models=ModelCache(device="auto", settings=settings),
     )
 
 

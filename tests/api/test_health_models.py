@@ -7,6 +7,8 @@ import sys
 
 import httpx
 
+from mss_jobs.settings import Settings
+
 
 def test_api_never_imports_torch() -> None:
     code = (
@@ -55,7 +57,37 @@ def test_models_lists_the_builtin_models(client: httpx.Client) -> None:
     models = {model["name"]: model for model in response.json()["models"]}
     assert models["identity"]["stems"] == ["mixture"]
     assert models["dsp-hpss"]["stems"] == ["harmonic", "percussive"]
+    assert models["dsp-hpss"]["kind"] == "builtin"
+    assert models["dsp-hpss"]["available"] is True
     assert response.json()["default"] == "dsp-hpss"
+
+
+def test_models_lists_the_community_models_with_availability(
+    client: httpx.Client, settings: Settings
+) -> None:
+    from mss_jobs.models.known import KNOWN_MODELS
+    from mss_jobs.models.weights import cache_path
+
+    models = {model["name"]: model for model in client.get("/v1/models").json()["models"]}
+    for name, known in KNOWN_MODELS.items():
+        assert models[name]["kind"] == "neural"
+        assert models[name]["architecture"] == known.architecture
+        assert models[name]["stems"] == list(known.stems)
+        assert models[name]["license"]
+        assert models[name]["available"] is False  # the test's model dir is empty
+
+    # A model is available once every file it needs is in the cache.
+    pulled = [cache_path(settings.model_dir, r) for r in KNOWN_MODELS["htdemucs"].resources]
+    try:
+        for path in pulled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"weights")
+        models = {model["name"]: model for model in client.get("/v1/models").json()["models"]}
+        assert models["htdemucs"]["available"] is True
+        assert models["htdemucs_ft"]["available"] is False
+    finally:
+        for path in pulled:
+            path.unlink(missing_ok=True)
 
 
 def test_openapi_documents_the_routes(client: httpx.Client) -> None:
