@@ -57,6 +57,20 @@ def _derived(specs: Sequence[str]) -> tuple[DerivedStem, ...]:
 )
 @click.option("--model", default="dsp-hpss", show_default=True, help="Model name (see `models`).")
 @click.option(
+    "--model-config",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Your own model: its MSST YAML or splifft JSON config (with --checkpoint).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Your own model's weights (.ckpt/.pt/.th/.safetensors); repeat for a bag.",
+)
+@click.option("--tta", is_flag=True, help="Neural models: average channel-swap/polarity passes.")
+@click.option(
     "--format", "fmt", type=click.Choice(["wav", "flac", "mp3"]), default="flac", show_default=True
 )
 @click.option(
@@ -111,6 +125,9 @@ def separate(
     inputs: tuple[Path, ...],
     out_dir: Path,
     model: str,
+    model_config: Path | None,
+    checkpoints: tuple[Path, ...],
+    tta: bool,
     fmt: OutputFormat,
     bit_depth: str | None,
     sample_rate: int | None,
@@ -127,10 +144,9 @@ def separate(
 
     A bad input prints one line and is skipped; the exit code is 1 if any input failed.
     """
-    from mss_jobs.models.registry import create_separator  # loads torch models lazily
 
     try:
-        separator = create_separator(model, device=resolve_device(device))
+        separator = _separator(model, model_config, checkpoints, resolve_device(device), tta)
         settings = SeparationSettings.for_model(
             separator,
             chunk_seconds=chunk_seconds,
@@ -170,6 +186,27 @@ def separate(
     if failures:
         click.echo(f"{failures} of {len(inputs)} input(s) failed", err=True)
         sys.exit(1)
+
+
+def _separator(
+    model: str,
+    config_path: Path | None,
+    checkpoints: tuple[Path, ...],
+    device: Any,
+    tta: bool,
+) -> Separator:
+    """The named model, or the user's own from `--model-config` + `--checkpoint`."""
+    from mss_jobs.models.registry import LoadOptions, create_separator, load_neural_model
+
+    if not config_path and not checkpoints:
+        return create_separator(model, device=device, tta=tta)
+    from mss_jobs.models.config import load_model_config
+
+    config = load_model_config(config_path) if config_path else None
+    name = model if model != "dsp-hpss" else (config_path or checkpoints[0]).stem
+    return load_neural_model(
+        config, list(checkpoints), name=name, options=LoadOptions(device=device, tta=tta)
+    )
 
 
 def _run_one(
