@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     storage_backend: Literal["local", "s3"] = "local"
     s3_endpoint_url: str | None = None
     """None means AWS itself; set it for MinIO or another S3-compatible server."""
+    s3_public_endpoint_url: str | None = None
+    """Where clients reach the store, when that differs from `s3_endpoint_url` (a container
+    network name vs a public address): presigned URLs are signed for this host."""
     s3_region: str | None = None
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
@@ -174,7 +177,7 @@ class Settings(BaseSettings):
             )
         return url
 
-    @field_validator("broker_url", "result_backend", "s3_endpoint_url")
+    @field_validator("broker_url", "result_backend", "s3_endpoint_url", "s3_public_endpoint_url")
     @classmethod
     def _looks_like_url(cls, url: str | None) -> str | None:
         if url is not None and "://" not in url:

@@ -90,6 +90,7 @@ class S3Storage:
         *,
         prefix: str = "",
         endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
         region: str | None = None,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
@@ -129,9 +130,9 @@ class S3Storage:
             preferred_transfer_client="classic",
         )
         if client is not None:
-            if endpoint_url or region or access_key_id or session_token:
+            if endpoint_url or public_endpoint_url or region or access_key_id or session_token:
                 raise ConfigError("pass either an S3 client or connection arguments, not both")
-            self._client = client
+            self._client = self._signer = client
             return
         self._client = build_client(
             endpoint_url=self._endpoint_url,
@@ -144,6 +145,26 @@ class S3Storage:
             read_timeout=read_timeout,
             # One connection per concurrent part, plus headroom for listing/presigning callers.
             max_pool_connections=max(10, max_concurrency + 2),
+        )
+        # Presigned URLs are for clients, who may reach the store at another address than this
+        # process does (compose's `minio:9000` vs the host's `localhost:9000`). SigV4 signs the
+        # host, so such URLs are signed by a second client configured with the public address;
+        # signing makes no request.
+        public = validate_endpoint_url(public_endpoint_url)
+        self._signer = (
+            self._client
+            if public is None or public == self._endpoint_url
+            else build_client(
+                endpoint_url=public,
+                region=region,
+                access_key_id=access_key_id,
+                secret_access_key=secret_access_key,
+                session_token=session_token,
+                max_attempts=max_attempts,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                max_pool_connections=1,
+            )
         )
 
     def __repr__(self) -> str:
@@ -346,7 +367,7 @@ class S3Storage:
         if filename is not None:
             params["ResponseContentDisposition"] = content_disposition(filename)
         with self._mapped("presign GET", bucket=self._bucket, key=key):
-            return self._client.generate_presigned_url(
+            return self._signer.generate_presigned_url(
                 "get_object", Params=params, ExpiresIn=validate_expires_in(expires_in)
             )
 
@@ -357,7 +378,7 @@ class S3Storage:
         if content_type is not None:
             params["ContentType"] = content_type
         with self._mapped("presign PUT", bucket=self._bucket, key=key):
-            return self._client.generate_presigned_url(
+            return self._signer.generate_presigned_url(
                 "put_object", Params=params, ExpiresIn=validate_expires_in(expires_in)
             )
 

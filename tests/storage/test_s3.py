@@ -345,3 +345,24 @@ def test_copy_errors_are_mapped(
     unreachable = make_s3(endpoint_url=closed_port_endpoint, create=False, max_attempts=1)
     with pytest.raises(StorageUnavailableError):
         unreachable.copy("jobs/1/a.wav", "jobs/2/a.wav")
+
+
+def test_presigned_urls_carry_the_public_endpoint(
+    make_s3: S3Factory, make_file: MakeFile, moto_endpoint: str
+) -> None:
+    # The process reaches the store at 127.0.0.1; clients at `localhost` (in production: a
+    # container network name vs a public address). URLs must name the clients' host.
+    public = moto_endpoint.replace("127.0.0.1", "localhost")
+    storage = make_s3(public_endpoint_url=public)
+    storage.upload_file(make_file("v.wav", b"RIFF public"), "jobs/2/vocals.wav")
+
+    url = storage.presign_get("jobs/2/vocals.wav", expires_in=300)
+    put_url = storage.presign_put("jobs/2/input/x.wav", expires_in=300)
+
+    assert url.startswith(f"{public}/")
+    assert put_url.startswith(f"{public}/")
+    body, _ = _fetch(url)
+    assert body == b"RIFF public"
+    # Everything else still goes to the process's own endpoint.
+    assert storage.exists("jobs/2/vocals.wav")
+    assert make_s3().presign_get("jobs/2/vocals.wav", expires_in=300).startswith(moto_endpoint)
