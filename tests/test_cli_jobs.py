@@ -113,6 +113,7 @@ def test_a_corrupt_input_fails_its_job_with_a_code_and_the_next_one_runs(
     code, _, stderr = _invoke("submit", str(bad), "-o", str(tmp_path / "x"), "-q")
     assert code == 1
     assert "audio.decode_failed" in stderr
+    assert "bad.wav: not a decodable audio file" in stderr  # the user's name, not a temp name
     assert not (tmp_path / "x").exists()
 
     code, _, stderr = _invoke(

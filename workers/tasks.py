@@ -77,7 +77,7 @@ from mss_jobs.errors import AudioTooLongError, InputNotFoundError, PermanentErro
 from mss_jobs.queueing import SEPARATE_TASK, broker_priority, separate_task_id
 from mss_jobs.runner import FileSeparation, RunProgress, StemFile, separate_file
 from mss_jobs.settings import Settings
-from mss_jobs.storage import output_key
+from mss_jobs.storage import output_key, sanitize_filename
 from workers.context import LazyWorkerContext, WorkerContext
 from workers.params import parse_params
 
@@ -267,7 +267,7 @@ def _run_claimed(
     params = parse_params(claim.params)
     with tempfile.TemporaryDirectory(prefix="mss-job-") as tmp:
         folder = Path(tmp)
-        input_path = folder / f"input{_input_suffix(claim.input_uri)}"
+        input_path = folder / _input_name(claim.input_uri)
         downloaded = context.storage.download_file(claim.input_uri, input_path)
         info = probe(input_path)
         if info.duration_seconds > context.settings.max_duration_seconds:
@@ -540,10 +540,14 @@ class _ProgressReporter:
                 self.celery_state = False
 
 
-def _input_suffix(uri: str) -> str:
-    """The input's extension, kept for the decoders' benefit when it looks sane."""
-    suffix = PurePosixPath(uri.rsplit("?", 1)[0]).suffix
-    return suffix.lower() if _SAFE_SUFFIX.match(suffix) else ".bin"
+def _input_name(uri: str) -> str:
+    """The input's own file name, made safe, so errors name what the user submitted
+    (`song.wav: not a decodable audio file`) and decoders see its extension."""
+    name = PurePosixPath(uri.rsplit("?", 1)[0]).name
+    suffix = PurePosixPath(name).suffix
+    if not name or not _SAFE_SUFFIX.match(suffix):
+        return "input.bin" if not name else f"{sanitize_filename(name)}.bin"
+    return sanitize_filename(name)
 
 
 def _worker_name(task: BoundTask) -> str:
