@@ -11,7 +11,8 @@ import click
 from tqdm import tqdm
 
 from mss_jobs.audio.encode import validate_output
-from mss_jobs.cli_jobs import COMMANDS
+from mss_jobs.cli_batches import COMMANDS as BATCH_COMMANDS
+from mss_jobs.cli_jobs import COMMANDS as JOB_COMMANDS
 from mss_jobs.core.derived import DerivedStem, parse_derived
 from mss_jobs.core.pipeline import SeparationSettings
 from mss_jobs.errors import MssError
@@ -386,5 +387,5 @@ def demo_track(path: Path, seconds: float, sample_rate: int) -> None:
     click.echo(f"wrote {seconds:g} s demo track to {path}")
 
 
-for _command in COMMANDS:
+for _command in (*JOB_COMMANDS, *BATCH_COMMANDS):
     main.add_command(_command)

@@ -32,7 +32,7 @@ __all__ = ["COMMANDS"]
 
 API_URL_VARIABLE = "MSS_API_URL"
 
-_api_option = click.option(
+api_option = click.option(
     "--api",
     "api_url",
     envvar=API_URL_VARIABLE,
@@ -43,14 +43,14 @@ _api_option = click.option(
 )
 
 
-def _settings() -> Settings:
+def cli_settings() -> Settings:
     try:
         return load_settings()
     except MssError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-def _log_to_stderr(level: str) -> None:
+def log_to_stderr(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -76,7 +76,7 @@ def _service_app(settings: Settings, *, run_jobs: bool) -> Iterator[FastAPI]:
 
 
 @contextmanager
-def _client(api_url: str | None, *, run_jobs: bool) -> Iterator[JobsClient]:
+def api_client(api_url: str | None, *, run_jobs: bool) -> Iterator[JobsClient]:
     from mss_jobs.client import JobsClient
 
     if api_url:
@@ -89,7 +89,7 @@ def _client(api_url: str | None, *, run_jobs: bool) -> Iterator[JobsClient]:
     # would repeat it (a failed job is a warning there), so only errors get through.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     with (
-        _service_app(_settings(), run_jobs=run_jobs) as app,
+        _service_app(cli_settings(), run_jobs=run_jobs) as app,
         serve_in_thread(app) as url,
         JobsClient(url, trust_env=False) as client,
     ):
@@ -109,8 +109,8 @@ def api_cmd(host: str, port: int, log_level: str) -> None:
     """Serve the HTTP API (and, with no MSS_BROKER_URL, an embedded worker)."""
     import uvicorn
 
-    settings = _settings()
-    _log_to_stderr(log_level)
+    settings = cli_settings()
+    log_to_stderr(log_level)
     try:
         with _service_app(settings, run_jobs=True) as app:
             mode = "embedded worker, in-memory queue" if settings.embedded else "broker"
@@ -138,7 +138,7 @@ def worker_cmd(
     queues: str | None, concurrency: int, pool: str, loglevel: str, celery_args: tuple[str, ...]
 ) -> None:
     """Run a Celery worker for the separation queues (extra args go to `celery worker`)."""
-    settings = _settings()
+    settings = cli_settings()
     if settings.embedded:
         raise click.UsageError(
             "no broker configured: set MSS_BROKER_URL (e.g. redis://127.0.0.1:6379/0) to run "
@@ -167,7 +167,7 @@ def flower_cmd(address: str, port: int, flower_args: tuple[str, ...]) -> None:
     from workers.flower import run_flower
 
     try:
-        run_flower(_settings(), address=address, port=port, extra=flower_args)
+        run_flower(cli_settings(), address=address, port=port, extra=flower_args)
     except MssError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -179,7 +179,7 @@ def migrate_cmd(revision: str, down_to: str | None) -> None:
     """Bring the database schema to the code's (Alembic upgrade head)."""
     from mss_jobs.db import migrate
 
-    url = _settings().database_url
+    url = cli_settings().database_url
     before = migrate.current_revision(url)
     if down_to is not None:
         migrate.downgrade(url, down_to)
@@ -203,7 +203,7 @@ def migrate_cmd(revision: str, down_to: str | None) -> None:
     default=None,
     help="Stems go to OUTPUT/<stem>.<ext> (default: ./stems/<track>).",
 )
-@_api_option
+@api_option
 @click.option("--model", default=None, help="Model name (default: the service's).")
 @click.option("--stems", default=None, help="Comma-separated stems to keep (default all).")
 @click.option("--derive", multiple=True, metavar="NAME=A-B|A+B", help="Derived stem, repeatable.")
@@ -254,7 +254,7 @@ def submit_cmd(
     local = Path(source)
     if not is_uri and not local.is_file():
         raise click.BadParameter(f"no such file: {source}", param_hint="SOURCE")
-    if no_wait and not api_url and _settings().embedded:
+    if no_wait and not api_url and cli_settings().embedded:
         raise click.UsageError(
             "--no-wait needs a service that outlives this command: pass --api URL (a running "
             "`mss-jobs api`) or set MSS_BROKER_URL"
@@ -262,7 +262,7 @@ def submit_cmd(
     track = Path(source.rsplit("/", 1)[-1]).stem or "track"
     destination = out_dir or Path("stems") / track
     try:
-        with _client(api_url, run_jobs=True) as client:
+        with api_client(api_url, run_jobs=True) as client:
             job = (
                 client.submit_uri(source, spec, idempotency_key=idempotency_key)
                 if is_uri
@@ -285,12 +285,12 @@ def submit_cmd(
 
 @click.command("status")
 @click.argument("job_id", type=click.UUID)
-@_api_option
+@api_option
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 def status_cmd(job_id: Any, api_url: str | None, as_json: bool) -> None:
     """Show a job: status, progress, error and its stems."""
     try:
-        with _client(api_url, run_jobs=False) as client:
+        with api_client(api_url, run_jobs=False) as client:
             job = client.job(job_id)
     except MssError as exc:
         raise click.ClickException(f"{exc.code}: {exc}") from exc
@@ -334,254 +334,6 @@ def _report_unfinished(job: JobOut) -> None:
         click.echo(f"error: job {job.id} {job.status}", err=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# batches
-# ---------------------------------------------------------------------------------------------
-
-
-@click.group("batch")
-def batch_group() -> None:
-    """Bulk catalog processing: submit, follow, report, cancel, retry batches."""
-
-
-@batch_group.command("submit")
-@click.argument("source")
-@_api_option
-@click.option("--key", default=None, help="Resubmission key: same key → same batch, no new work.")
-@click.option("--model", default=None, help="Model for every row (default: the service's).")
-@click.option("--stems", default=None, help="Comma-separated stems to keep (default all).")
-@click.option("--derive", multiple=True, metavar="NAME=A-B|A+B", help="Derived stem, repeatable.")
-@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "mp3"]), default=None)
-@click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default=None)
-@click.option("--sample-rate", type=click.IntRange(min=1), default=None)
-@click.option("--priority", type=click.IntRange(0, 9), default=None)
-@click.option("--queue", "lane", type=click.Choice(["interactive", "bulk"]), default=None)
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=None)
-@click.option("--force", is_flag=True, help="Separate even when an identical result exists.")
-@click.option("--ext", "extensions", multiple=True, help="S3 prefix: keep these extensions.")
-@click.option("--glob", default=None, help="S3 prefix: keep keys matching (after the prefix).")
-@click.option("--wait", is_flag=True, help="Follow the batch with a progress bar until done.")
-def batch_submit_cmd(
-    source: str,
-    api_url: str | None,
-    fmt: str | None,
-    bit_depth: str | None,
-    stems: str | None,
-    derive: tuple[str, ...],
-    lane: str | None,
-    extensions: tuple[str, ...],
-    glob: str | None,
-    wait: bool,
-    force: bool,
-    **options: Any,
-) -> None:
-    """Submit SOURCE (manifest.csv | manifest.jsonl | s3://bucket/prefix/) as one batch.
-
-    Prints the batch id; with --wait, follows it (done / failed / running, tracks per minute,
-    ETA) and exits 1 if any row was rejected or any track failed.
-    """
-    body = {k: v for k, v in options.items() if v is not None}
-    body.update(
-        {
-            k: v
-            for k, v in {
-                "format": fmt,
-                "bit_depth": int(bit_depth) if bit_depth else None,
-                "stems": [s.strip() for s in stems.split(",") if s.strip()] if stems else None,
-                "derived": list(derive) or None,
-                "queue": lane,
-                "force": force or None,
-            }.items()
-            if v is not None
-        }
-    )
-    is_prefix = source.startswith("s3://")
-    if is_prefix:
-        body.update({"extensions": list(extensions) or None, "glob": glob})
-        body = {k: v for k, v in body.items() if v is not None}
-    elif extensions or glob:
-        raise click.UsageError("--ext and --glob filter an s3:// prefix, not a manifest")
-    elif not Path(source).is_file():
-        raise click.BadParameter(f"no such manifest: {source}", param_hint="SOURCE")
-    if not wait and not api_url and _settings().embedded:
-        raise click.UsageError(
-            "without --wait the batch needs a service that outlives this command: pass --api "
-            "URL (a running `mss-jobs api`) or set MSS_BROKER_URL, or add --wait"
-        )
-    try:
-        with _client(api_url, run_jobs=True) as client:
-            batch = (
-                client.submit_batch_prefix(source, body)
-                if is_prefix
-                else client.submit_batch_manifest(Path(source), body)
-            )
-            verb = "created" if batch.created is not False else "found (same key)"
-            click.echo(
-                f"batch {batch.id} {verb}: {batch.rows_accepted} rows accepted, "
-                f"{batch.rows_rejected} rejected",
-                err=True,
-            )
-            for rejection in batch.rejections or ():
-                click.echo(
-                    f"  line {rejection.line}: {rejection.code}: {rejection.message}", err=True
-                )
-            if not wait:
-                click.echo(str(batch.id))
-                return
-            batch = _follow(client, batch.id)
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
-    click.echo(_batch_line(batch))
-    if batch.counts.get("failed", 0) or batch.rows_rejected or batch.status == "cancelled":
-        click.echo(f"see `mss-jobs batch report {batch.id}` for failed and rejected rows", err=True)
-        sys.exit(1)
-
-
-def _follow(client: JobsClient, batch_id: Any, poll_seconds: float = 2.0) -> Any:
-    import time
-
-    bar: tqdm[Any] | None = None
-    try:
-        while True:
-            batch = client.batch(batch_id)
-            if bar is None:
-                bar = tqdm(total=batch.total, unit="track", file=sys.stderr, leave=False)
-            bar.total = batch.total
-            bar.set_postfix_str(_pace(batch), refresh=False)
-            bar.update(batch.finished - bar.n)
-            if batch.status != "active":
-                return batch
-            time.sleep(poll_seconds)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _pace(batch: Any) -> str:
-    counts = batch.counts
-    eta = "?" if batch.eta_seconds is None else f"{batch.eta_seconds / 60:.1f} min"
-    return (
-        f"done {counts.get('succeeded', 0)} failed {counts.get('failed', 0)} "
-        f"running {counts.get('running', 0)} | {batch.throughput_per_minute:.1f}/min ETA {eta}"
-    )
-
-
-def _batch_line(batch: Any) -> str:
-    return (
-        f"batch {batch.id} {batch.status}: {batch.total} jobs, {_pace(batch)}, "
-        f"{batch.rows_rejected} rows rejected"
-    )
-
-
-@batch_group.command("status")
-@click.argument("batch_id", type=click.UUID)
-@_api_option
-@click.option("--json", "as_json", is_flag=True)
-def batch_status_cmd(batch_id: Any, api_url: str | None, as_json: bool) -> None:
-    """Show a batch: counts by status, progress, throughput, ETA."""
-    try:
-        with _client(api_url, run_jobs=False) as client:
-            batch = client.batch(batch_id)
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
-    if as_json:
-        click.echo(json.dumps(batch.model_dump(mode="json"), indent=2))
-        return
-    click.echo(_batch_line(batch))
-    click.echo("  " + "  ".join(f"{k} {v}" for k, v in batch.counts.items()))
-
-
-@batch_group.command("report")
-@click.argument("batch_id", type=click.UUID)
-@_api_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Default: batch-<id>.<format>",
-)
-def batch_report_cmd(batch_id: Any, api_url: str | None, fmt: str, output: Path | None) -> None:
-    """Export the report: every line → status, error, stem URIs."""
-    dest = output or Path(f"batch-{batch_id}.{fmt}")
-    try:
-        with _client(api_url, run_jobs=False) as client:
-            client.download_report(batch_id, dest, fmt=fmt)
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
-    click.echo(str(dest))
-
-
-@batch_group.command("cancel")
-@click.argument("batch_id", type=click.UUID)
-@_api_option
-def batch_cancel_cmd(batch_id: Any, api_url: str | None) -> None:
-    """Cancel the batch and every unfinished job of it."""
-    try:
-        with _client(api_url, run_jobs=False) as client:
-            click.echo(_batch_line(client.cancel_batch(batch_id)))
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
-
-
-@batch_group.command("retry")
-@click.argument("batch_id", type=click.UUID)
-@_api_option
-def batch_retry_cmd(batch_id: Any, api_url: str | None) -> None:
-    """Run the batch's failed jobs again."""
-    try:
-        with _client(api_url, run_jobs=False) as client:
-            result = client.retry_batch(batch_id)
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
-    click.echo(f"{result.retried} failed job(s) queued again; {_batch_line(result.batch)}")
-
-
-@click.command("dispatcher")
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Seconds between rounds (default MSS_DISPATCH_INTERVAL_SECONDS).",
-)
-def dispatcher_cmd(interval: float | None) -> None:
-    """Run the batch dispatcher alone (set MSS_RUN_DISPATCHER=false on the APIs then)."""
-    from datetime import timedelta
-
-    from mss_jobs.api.queue import CeleryJobQueue
-    from mss_jobs.batches.dispatcher import Dispatcher
-    from mss_jobs.db import make_engine, make_session_factory
-    from mss_jobs.db.migrate import ensure_current
-
-    settings = _settings()
-    if settings.embedded:
-        raise click.UsageError(
-            "the dispatcher needs MSS_BROKER_URL; embedded, `mss-jobs api` runs one"
-        )
-    _log_to_stderr("INFO")
-    try:
-        ensure_current(settings.database_url, upgrade_if_behind=False)
-    except MssError as exc:
-        raise click.ClickException(str(exc)) from exc
-    queue = CeleryJobQueue(settings)
-    dispatcher = Dispatcher(
-        make_session_factory(make_engine(settings.database_url)),
-        queue,
-        interval=interval or settings.dispatch_interval_seconds,
-        stale_after=timedelta(seconds=settings.dispatch_stale_seconds),
-    )
-    click.echo("dispatcher running (Ctrl-C stops it)", err=True)
-    try:
-        dispatcher.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        queue.close()
-
-
 COMMANDS: tuple[click.Command, ...] = (
     api_cmd,
     worker_cmd,
@@ -589,6 +341,5 @@ COMMANDS: tuple[click.Command, ...] = (
     migrate_cmd,
     submit_cmd,
     status_cmd,
-    batch_group,
-    dispatcher_cmd,
 )
+"""The job-system commands; `mss_jobs.cli` adds them, and the batch ones from `cli_batches`."""
