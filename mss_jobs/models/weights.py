@@ -1,4 +1,4 @@
-"""Edge: model files — where they come from, the on-disk cache, and reading checkpoints safely.
+"""Edge: model files — where they come from and the on-disk cache (downloads, digests).
 
 A model needs a config and one or more checkpoints, each named by a `Resource` (a URL and, when
 known, its SHA-256). Three kinds of source:
@@ -17,14 +17,9 @@ whole verified file or none, and two processes pulling the same file at once bot
 Nothing is fetched at import time: a download happens only in `ModelStore.fetch` (the CLI's
 `models pull`, or a worker's first use of a model when pulling on demand is allowed).
 
-Reading (`load_state_dict`) goes through `torch.load(weights_only=True)`: tensors, containers
-and plain values only. A pickle that names other globals (a class, a function) would run code on
-load, so it is refused with the global it asked for; `.safetensors` files hold no code at all.
-Training checkpoints are unwrapped (`state_dict`, `model`, `state` containers) and the
-`module.` / `model.` prefixes that DataParallel and Lightning add are dropped.
-
-torch is imported only inside `load_state_dict`: the API reads cache paths through this module
-and must stay torch-free.
+Reading a checkpoint safely (`load_state_dict`, `extract_state_dict`) lives in `checkpoints.py`
+and is re-exported here. The API reads cache paths through this module and must stay
+torch-free: neither module imports torch at import time.
 """
 
 from __future__ import annotations
@@ -33,10 +28,10 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
 
 from mss_jobs.errors import (
@@ -46,11 +41,11 @@ from mss_jobs.errors import (
     ModelDownloadError,
     ModelUnavailableError,
 )
+from mss_jobs.models.checkpoints import CHECKPOINT_SUFFIXES, extract_state_dict, load_state_dict
 from mss_jobs.storage._files import CHUNK_SIZE, atomic_destination, hash_file
 
 if TYPE_CHECKING:
     import httpx
-    import torch
 
     from mss_jobs.settings import Settings
     from mss_jobs.storage import ObjectStorage
@@ -74,13 +69,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_SUFFIXES: Final = (".ckpt", ".pt", ".pth", ".th", ".bin", ".safetensors")
-_PICKLE_SUFFIXES: Final = (".ckpt", ".pt", ".pth", ".th", ".bin")
-_CONTAINER_KEYS: Final = ("state_dict", "model_state_dict", "model", "state", "module")
-_STRIPPED_PREFIXES: Final = ("module.", "model.")
 _HEX_RE = re.compile(r"[0-9a-f]{8,64}")
 _UNSAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
-_UNSUPPORTED_GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _MAX_NAME = 150
 
 SourceKind = Literal["file", "s3", "https", "http"]
@@ -378,102 +368,3 @@ def _stream_to(response: httpx.Response, path: Path, progress: ProgressCallback 
     if total is not None and done != total:  # h11 normally raises first; belt and braces
         raise ModelDownloadError(f"{response.url}: got {done} of {total} bytes")
     return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# reading checkpoints
-# ---------------------------------------------------------------------------------------------
-
-
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The plain state dict stored in `path` (on the CPU), whatever container it comes in.
-
-    `.safetensors` through the `safetensors` package; `.ckpt`/`.pt`/`.pth`/`.th`/`.bin` through
-    `torch.load(weights_only=True)` (refusing pickles that need other globals). Raises
-    `CheckpointError` naming the file.
-    """
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return _load_safetensors(path)
-    if suffix not in _PICKLE_SUFFIXES:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: unknown suffix {suffix!r}; expected one of "
-            f"{', '.join(CHECKPOINT_SUFFIXES)}"
-        )
-    return extract_state_dict(_load_pickle(path), source=str(path))
-
-
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
-    return extract_state_dict(tensors, source=str(path))
-
-
-def _load_pickle(path: Path) -> Any:
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = _UNSUPPORTED_GLOBAL_RE.search(str(exc))
-        if found is None and "Weights only load failed" not in str(exc):
-            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-        named = f" (it asks for {found.group(1)})" if found else ""
-        raise CheckpointError(
-            f"refusing to load {path}: it is a pickle that needs Python globals beyond tensors"
-            f"{named}, and loading it would run code from the file. Convert it to a plain "
-            "state dict or .safetensors (demucs .th packages have their own loader)"
-        ) from exc
-    except Exception as exc:  # a corrupt pickle fails in any way (IndexError, KeyError …)
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def extract_state_dict(obj: object, *, source: str) -> dict[str, torch.Tensor]:
-    """Unwrap a loaded checkpoint into `{parameter name: tensor}`.
-
-    Descends through `state_dict` / `model_state_dict` / `model` / `state` / `module` containers
-    until a mapping holds tensors; drops non-tensor entries beside them (an `epoch`, a
-    `_metadata`); then strips a `module.` or `model.` prefix that every key shares.
-    """
-    import torch
-
-    current = obj
-    for _ in range(4):
-        if not isinstance(current, Mapping):
-            break
-        if any(isinstance(value, torch.Tensor) for value in current.values()):
-            break
-        inner = next(
-            (current[key] for key in _CONTAINER_KEYS if isinstance(current.get(key), Mapping)),
-            None,
-        )
-        if inner is None:
-            break
-        current = inner
-    if not isinstance(current, Mapping):
-        raise CheckpointError(f"{source} holds a {type(current).__name__}, not a state dict")
-    tensors = {str(key): value for key, value in current.items() if isinstance(value, torch.Tensor)}
-    if not tensors:
-        keys = ", ".join(sorted(map(str, current))[:8])
-        raise CheckpointError(f"{source} holds no tensors (top-level keys: {keys or 'none'})")
-    return _strip_common_prefix(tensors)
-
-
-def _strip_common_prefix(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _STRIPPED_PREFIXES:
-            if all(key.startswith(prefix) for key in tensors):
-                tensors = {key.removeprefix(prefix): value for key, value in tensors.items()}
-                changed = True
-    return tensors

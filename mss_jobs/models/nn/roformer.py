@@ -23,32 +23,16 @@ quirks of those checkpoints are reproduced on purpose, because the weights depen
 Stereo models fold the two channels into the band features: spectrogram rows are ordered
 (bin, channel), so band `b` of a stereo model sees 2 · 2 · bins(b) reals per frame.
 
-Supported MSST keys (anything else raises `ConfigError` naming it):
-- architecture: dim, depth, stereo, num_stems, time_transformer_depth, freq_transformer_depth,
-  linear_transformer_depth, dim_head, heads, stft_n_fft, stft_hop_length, stft_win_length,
-  stft_normalized, mask_estimator_depth, mlp_expansion_factor, skip_connection; plus
-  freqs_per_bands (BS) or num_bands, sample_rate (Mel); stft_window_fn only as null (Hann).
-- accepted and ignored (training or kernel choices that do not change the function):
-  attn_dropout, ff_dropout, flash_attn, sage_attention, use_torch_checkpoint, dim_freqs_in,
-  multi_stft_resolution_loss_weight, multi_stft_resolutions_window_sizes, multi_stft_hop_size,
-  multi_stft_normalized, multi_stft_window_fn, match_input_audio_length (Mel; the output
-  always has the input's length).
-
-Not supported (they need extra modules in the mask head or elsewhere; a config carrying their
-keys is refused): unwa's "large v2" axial-refiner mask head and HyperACE residual heads, the
-shared qkv/out biases and epsilon RMSNorm of some exported models (splifft `use_shared_bias`,
-`rms_norm_eps`, e.g. BS-RoFormer SW), and lucidrains' later options (`zero_dc`, `use_pope`,
-hyper-connections, value residuals).
+The MSST keys each architecture takes (and those it accepts and ignores, or refuses) are listed
+in `roformer_config.py`, which validates them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Final, TypeVar, cast
+from typing import Any, cast
 
-import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 from torch import Tensor, nn
 
 from mss_jobs.errors import ConfigError
@@ -58,6 +42,15 @@ from mss_jobs.models.nn.layers import (
     RMSNorm,
     RotaryEmbedding,
     Transformer,
+)
+from mss_jobs.models.nn.roformer_config import (
+    DEFAULT_FREQS_PER_BANDS,
+    BSRoformerParams,
+    MelBandRoformerParams,
+    RoformerParams,
+    check_stft,
+    mel_band_membership,
+    parse_roformer_params,
 )
 
 __all__ = [
@@ -71,161 +64,6 @@ __all__ = [
     "mel_band_membership",
 ]
 
-# fmt: off
-DEFAULT_FREQS_PER_BANDS: Final[tuple[int, ...]] = (
-    (2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)
-)
-"""The 62 bands of the paper for n_fft 2048 (1025 bins), the MSST default and viperx's choice."""
-# fmt: on
-
-_IGNORED_KEYS: Final = frozenset(
-    {
-        "attn_dropout",
-        "ff_dropout",
-        "flash_attn",
-        "sage_attention",
-        "use_torch_checkpoint",
-        "dim_freqs_in",
-        "multi_stft_resolution_loss_weight",
-        "multi_stft_resolutions_window_sizes",
-        "multi_stft_hop_size",
-        "multi_stft_normalized",
-        "multi_stft_window_fn",
-    }
-)
-"""MSST keys with no effect on inference: dropout, attention kernel choice (flash and
-SageAttention compute the same attention; we always use `scaled_dot_product_attention`),
-activation checkpointing, the loss, and `dim_freqs_in` (unused by the reference)."""
-
-_BandBins = Annotated[int, Field(strict=True, gt=0)]
-
-
-# ---------------------------------------------------------------------------------------------
-# hyperparameters
-# ---------------------------------------------------------------------------------------------
-
-
-class _RoformerParams(BaseModel):
-    """Keys shared by both architectures; names and defaults are MSST's."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    dim: PositiveInt
-    depth: PositiveInt
-    stereo: bool = False
-    num_stems: PositiveInt = 1
-    time_transformer_depth: PositiveInt = 2
-    freq_transformer_depth: PositiveInt = 2
-    linear_transformer_depth: NonNegativeInt = 0
-    dim_head: PositiveInt = 64
-    heads: PositiveInt = 8
-    stft_n_fft: PositiveInt = 2048
-    stft_hop_length: PositiveInt = 512
-    stft_win_length: PositiveInt = 2048
-    stft_normalized: bool = False
-    stft_window_fn: None = None
-    mlp_expansion_factor: PositiveInt = 4
-    skip_connection: bool = False
-
-    @property
-    def audio_channels(self) -> int:
-        return 2 if self.stereo else 1
-
-    @property
-    def num_bins(self) -> int:
-        return self.stft_n_fft // 2 + 1
-
-
-class BSRoformerParams(_RoformerParams):
-    freqs_per_bands: tuple[_BandBins, ...] = Field(default=DEFAULT_FREQS_PER_BANDS, strict=False)
-    """Bins per band, low to high; must sum to stft_n_fft // 2 + 1. Lax so YAML lists work."""
-    mask_estimator_depth: PositiveInt = 2
-    """Linear layers per band MLP (depth - 1 hidden layers)."""
-
-
-class MelBandRoformerParams(_RoformerParams):
-    num_bands: PositiveInt = 60
-    sample_rate: PositiveInt = 44100
-    """Only places the mel bands; the audio must already be at the model's rate."""
-    mask_estimator_depth: PositiveInt = 1
-    """Hidden layers per band MLP (MSST's Mel-Band quirk: depth + 1 linear layers)."""
-    match_input_audio_length: bool = False
-    """Accepted for compatibility; the output always has the input's length."""
-
-
-_P = TypeVar("_P", bound=_RoformerParams)
-
-
-def _parse_params(cls: type[_P], params: Mapping[str, Any], *, architecture: str) -> _P:
-    """Validate an MSST `model:` mapping; every problem becomes a ConfigError naming its key."""
-    kept = {key: value for key, value in params.items() if key not in _IGNORED_KEYS}
-    try:
-        return cls.model_validate(kept)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"]) or "<params>"
-            if error["type"] == "extra_forbidden":
-                problems.append(f"unknown {architecture} parameter {key!r}")
-            elif error["type"] == "missing":
-                problems.append(f"missing {architecture} parameter {key!r}")
-            else:
-                problems.append(f"{architecture} parameter {key!r}: {error['msg']}")
-        raise ConfigError("; ".join(problems)) from None
-
-
-def _check_stft(params: _RoformerParams, architecture: str) -> None:
-    if params.stft_win_length > params.stft_n_fft:
-        raise ConfigError(
-            f"{architecture}: stft_win_length={params.stft_win_length} exceeds "
-            f"stft_n_fft={params.stft_n_fft}"
-        )
-    if params.dim_head % 2:
-        raise ConfigError(f"{architecture}: dim_head={params.dim_head} must be even (rotary)")
-
-
-# ---------------------------------------------------------------------------------------------
-# mel bands
-# ---------------------------------------------------------------------------------------------
-
-_F_SP: Final = 200.0 / 3  # Hz per mel below the break
-_MIN_LOG_HZ: Final = 1000.0
-_MIN_LOG_MEL: Final = (_MIN_LOG_HZ - 0.0) / _F_SP
-_LOGSTEP: Final = np.log(6.4) / 27.0
-
-
-def _hz_to_mel(hz: float) -> float:
-    """Slaney's mel scale (Auditory Toolbox): linear to 1 kHz, logarithmic above."""
-    if hz >= _MIN_LOG_HZ:
-        return float(_MIN_LOG_MEL + np.log(hz / _MIN_LOG_HZ) / _LOGSTEP)
-    return (hz - 0.0) / _F_SP
-
-
-def _mel_to_hz(mels: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, Any]:
-    hz = 0.0 + _F_SP * mels
-    log_region = mels >= _MIN_LOG_MEL
-    hz[log_region] = _MIN_LOG_HZ * np.exp(_LOGSTEP * (mels[log_region] - _MIN_LOG_MEL))
-    return hz
-
-
-def mel_band_membership(*, sample_rate: int, n_fft: int, num_bands: int) -> Tensor:
-    """(num_bands, n_fft // 2 + 1) bool: which STFT bins each mel band covers.
-
-    A bin belongs to band i when the band's triangular filter (Slaney scale and area norm, from
-    0 Hz to Nyquist: librosa's `filters.mel` defaults, which the checkpoints were trained with)
-    is positive there, i.e. strictly between the band's outer edges; the reference then forces
-    bin 0 into the first band and the Nyquist bin into the last. Computed in float64 with the
-    same formulas as librosa, so the band sizes (and hence the checkpoint's layer shapes) agree
-    exactly; torchaudio's float32 filters can differ by a bin at rare settings.
-    """
-    bin_hz = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
-    edges_mel = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), num_bands + 2)
-    edges_hz = _mel_to_hz(edges_mel)
-    member = (bin_hz[None, :] > edges_hz[:-2, None]) & (bin_hz[None, :] < edges_hz[2:, None])
-    member[0, 0] = True
-    member[-1, -1] = True
-    return torch.from_numpy(member)
-
 
 # ---------------------------------------------------------------------------------------------
 # the models
@@ -237,7 +75,7 @@ class _AxialBandRoformer(nn.Module):
 
     def __init__(
         self,
-        params: _RoformerParams,
+        params: RoformerParams,
         *,
         band_bins: Sequence[int],
         norm_output: bool,
@@ -457,8 +295,8 @@ def build_bs_roformer(params: Mapping[str, Any]) -> BSRoformer:
 
     Raises ConfigError for an unknown or invalid key, or bands that do not tile the spectrum.
     """
-    parsed = _parse_params(BSRoformerParams, params, architecture="bs_roformer")
-    _check_stft(parsed, "bs_roformer")
+    parsed = parse_roformer_params(BSRoformerParams, params, architecture="bs_roformer")
+    check_stft(parsed, "bs_roformer")
     if len(parsed.freqs_per_bands) < 2 or sum(parsed.freqs_per_bands) != parsed.num_bins:
         raise ConfigError(
             f"bs_roformer: freqs_per_bands must have 2+ bands summing to stft_n_fft // 2 + 1 = "
@@ -474,8 +312,8 @@ def build_mel_band_roformer(params: Mapping[str, Any]) -> MelBandRoformer:
     Raises ConfigError for an unknown or invalid key, or mel bands that leave a bin uncovered
     or cover none.
     """
-    parsed = _parse_params(MelBandRoformerParams, params, architecture="mel_band_roformer")
-    _check_stft(parsed, "mel_band_roformer")
+    parsed = parse_roformer_params(MelBandRoformerParams, params, architecture="mel_band_roformer")
+    check_stft(parsed, "mel_band_roformer")
     membership = mel_band_membership(
         sample_rate=parsed.sample_rate, n_fft=parsed.stft_n_fft, num_bands=parsed.num_bands
     )
