@@ -5,8 +5,12 @@
     enums.py    JobStatus, BatchStatus, EventKind
     session.py  make_engine / make_session_factory / transaction (PostgreSQL or an SQLite file)
     jobs.py     keyword-only data functions: every job state change, as one guarded UPDATE;
-                re-exports queries.py (get, keyset-paginated list, history, dedup) and
+                re-exports creation.py (params_hash, the idempotent create_job),
+                recovery.py (worker deaths, the retry requeue, the reaper, stale batch jobs
+                handed back), queries.py (get, keyset-paginated list, history) and
                 outputs.py (record_output upsert, list_outputs)
+    transitions.py  the guarded UPDATE and the job_events row every change is built from
+    results.py  the result cache: record the input and decide reuse / defer / separate
     batches.py  keyword-only data functions of batches: bulk intake, dispatch, cancel, retry,
                 completion; re-exports batch_queries.py (counts, progress, listing, report);
                 bulk.py writes many rows per statement (unnest arrays on PostgreSQL)

@@ -41,9 +41,11 @@ from sqlalchemy import case, exists, func, literal, null, select, text
 from sqlalchemy.orm import Session, aliased
 
 from mss_jobs.db.enums import EventKind, JobStatus
-from mss_jobs.db.jobs import _TERMINAL_EVENTS, _log, _transition, record_input
+from mss_jobs.db.jobs import record_input
 from mss_jobs.db.models import Job, JobEvent, JobOutput, UtcDateTime, utcnow
 from mss_jobs.db.outputs import list_outputs
+from mss_jobs.db.recovery import TERMINAL_EVENTS
+from mss_jobs.db.transitions import log_event, transition
 
 __all__ = [
     "Decision",
@@ -189,7 +191,7 @@ def defer_job(
     worker death.
     """
     now = utcnow()
-    job = _transition(
+    job = transition(
         session,
         job_id=job_id,
         from_statuses=[JobStatus.RUNNING],
@@ -207,7 +209,7 @@ def defer_job(
         return None
     deferrals = _deferrals_since_finished(session, job_id) + 1
     message = f"job {twin} with the same input, model and params is running; waiting for it"
-    _log(
+    log_event(
         session,
         job,
         EventKind.DEFERRED,
@@ -220,7 +222,7 @@ def defer_job(
 def _deferrals_since_finished(session: Session, job_id: uuid.UUID) -> int:
     last_end = (
         select(func.coalesce(func.max(JobEvent.id), 0))
-        .where(JobEvent.job_id == job_id, JobEvent.kind.in_(_TERMINAL_EVENTS))
+        .where(JobEvent.job_id == job_id, JobEvent.kind.in_(TERMINAL_EVENTS))
         .scalar_subquery()
     )
     query = (
@@ -247,7 +249,7 @@ def mark_reused(
     """
     source_row = aliased(Job)  # not correlated with the row being updated
     still_there = select(source_row.id).where(source_row.id == source).scalar_subquery()
-    job = _transition(
+    job = transition(
         session,
         job_id=job_id,
         from_statuses=[JobStatus.RUNNING],
@@ -261,8 +263,8 @@ def mark_reused(
     )
     if job is not None:
         message = f"reused the outputs of job {source}; the model did not run"
-        _log(session, job, EventKind.REUSED, message=message, detail={"source": str(source)})
-        _log(session, job, EventKind.SUCCEEDED)
+        log_event(session, job, EventKind.REUSED, message=message, detail={"source": str(source)})
+        log_event(session, job, EventKind.SUCCEEDED)
     return job
 
 

@@ -108,7 +108,11 @@ def read_batch(sessions: Sessions, batch_id: uuid.UUID) -> Batch:
 
 def statuses(sessions: Sessions, batch_id: uuid.UUID) -> dict[int, JobStatus]:
     with transaction(sessions) as session:
-        rows = session.execute(select(Job.batch_line, Job.status).where(Job.batch_id == batch_id))
+        rows = session.execute(
+            select(Job.batch_line, Job.status)
+            .where(Job.batch_id == batch_id)
+            .order_by(Job.batch_line)  # without it PostgreSQL returns updated rows in any order
+        )
         return {line: status for line, status in rows if line is not None}
 
 
