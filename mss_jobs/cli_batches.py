@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from tqdm import tqdm
 
-from mss_jobs.cli_jobs import api_client, api_option, cli_settings, log_to_stderr
+from mss_jobs.cli_jobs import api_client, api_option, cli_settings, log_to_stderr, request_spec
 from mss_jobs.errors import MssError
 
 if TYPE_CHECKING:
@@ -64,20 +64,14 @@ def batch_submit_cmd(
     Prints the batch id; with --wait, follows it (done / failed / running, tracks per minute,
     ETA) and exits 1 if any row was rejected or any track failed.
     """
-    body = {k: v for k, v in options.items() if v is not None}
-    body.update(
-        {
-            k: v
-            for k, v in {
-                "format": fmt,
-                "bit_depth": int(bit_depth) if bit_depth else None,
-                "stems": [s.strip() for s in stems.split(",") if s.strip()] if stems else None,
-                "derived": list(derive) or None,
-                "queue": lane,
-                "force": force or None,
-            }.items()
-            if v is not None
-        }
+    body = request_spec(
+        options,
+        fmt=fmt,
+        bit_depth=bit_depth,
+        stems=stems,
+        derive=derive,
+        lane=lane,
+        force=force,
     )
     is_prefix = source.startswith("s3://")
     if is_prefix:

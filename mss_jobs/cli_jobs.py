@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +54,29 @@ def log_to_stderr(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+def request_spec(
+    options: Mapping[str, Any],
+    *,
+    fmt: str | None,
+    bit_depth: str | None,
+    stems: str | None,
+    derive: tuple[str, ...],
+    lane: str | None,
+    force: bool,
+) -> dict[str, Any]:
+    """The JobSpec fields a submit command's options set (unset ones are left to the service)."""
+    fields: dict[str, Any] = {
+        **options,
+        "format": fmt,
+        "bit_depth": int(bit_depth) if bit_depth else None,
+        "stems": [s.strip() for s in stems.split(",") if s.strip()] if stems else None,
+        "derived": list(derive) or None,
+        "queue": lane,
+        "force": force or None,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 @contextmanager
@@ -235,20 +258,14 @@ def submit_cmd(
 ) -> None:
     """Submit SOURCE (a local audio file, uploaded; or s3://bucket/key) as a job, wait for it
     and download its stems. Exit code 1 if the job fails."""
-    spec = {k: v for k, v in options.items() if v is not None}
-    spec.update(
-        {
-            k: v
-            for k, v in {
-                "format": fmt,
-                "bit_depth": int(bit_depth) if bit_depth else None,
-                "stems": [s.strip() for s in stems.split(",") if s.strip()] if stems else None,
-                "derived": list(derive) or None,
-                "queue": lane,
-                "force": force or None,
-            }.items()
-            if v is not None
-        }
+    spec = request_spec(
+        options,
+        fmt=fmt,
+        bit_depth=bit_depth,
+        stems=stems,
+        derive=derive,
+        lane=lane,
+        force=force,
     )
     is_uri = "://" in source
     local = Path(source)

@@ -112,19 +112,25 @@ class JobsClient:
 
     def _download_one(self, output: JobOutput, dest_dir: Path) -> Path:
         target = dest_dir / f"{output.stem}.{output.format}"
-        partial = target.with_name(f".{target.name}.partial")
+        return self._stream_to(target, output.download, what=f"download of {output.stem}")
+
+    def _stream_to(
+        self, dest: Path, path: str, *, what: str, params: Mapping[str, str] | None = None
+    ) -> Path:
+        """GET `path` into `dest` through a hidden partial file renamed when complete."""
+        partial = dest.with_name(f".{dest.name}.partial")
         try:
-            with self._http.stream("GET", output.download) as response:
+            with self._http.stream("GET", path, params=params) as response:
                 _raise_for_error(response, read=True)
                 with partial.open("wb") as handle:
                     for block in response.iter_bytes(_CHUNK_BYTES):
                         handle.write(block)
-            os.replace(partial, target)
+            os.replace(partial, dest)
         except httpx.TransportError as exc:
-            raise ApiUnavailableError(f"download of {output.stem} failed: {exc}") from exc
+            raise ApiUnavailableError(f"{what} failed: {exc}") from exc
         finally:
             partial.unlink(missing_ok=True)
-        return target
+        return dest
 
     # -- batches -------------------------------------------------------------------------------
 
@@ -157,21 +163,9 @@ class JobsClient:
 
     def download_report(self, batch_id: uuid.UUID | str, dest: Path, *, fmt: str) -> Path:
         """Stream the batch's report (csv or jsonl) to `dest`, atomically."""
-        partial = dest.with_name(f".{dest.name}.partial")
-        try:
-            with self._http.stream(
-                "GET", f"/v1/batches/{batch_id}/report", params={"format": fmt}
-            ) as response:
-                _raise_for_error(response, read=True)
-                with partial.open("wb") as handle:
-                    for block in response.iter_bytes(_CHUNK_BYTES):
-                        handle.write(block)
-            os.replace(partial, dest)
-        except httpx.TransportError as exc:
-            raise ApiUnavailableError(f"report download failed: {exc}") from exc
-        finally:
-            partial.unlink(missing_ok=True)
-        return dest
+        return self._stream_to(
+            dest, f"/v1/batches/{batch_id}/report", what="report download", params={"format": fmt}
+        )
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from mss_jobs.api.queue import JobQueue
@@ -18,11 +18,13 @@ from mss_jobs.storage import ObjectStorage
 
 __all__ = [
     "ApiState",
+    "IdempotencyHeader",
     "QueueDep",
     "SessionsDep",
     "SettingsDep",
     "StateDep",
     "StorageDep",
+    "error_responses",
 ]
 
 
@@ -64,3 +66,14 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 StorageDep = Annotated[ObjectStorage, Depends(get_storage)]
 QueueDep = Annotated[JobQueue | None, Depends(get_queue)]
+
+
+IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+"""The optional `Idempotency-Key` request header (jobs and batches)."""
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI `responses` for error statuses, each answered with an `ErrorBody`."""
+    from mss_jobs.api.schemas import ErrorBody
+
+    return {code: {"model": ErrorBody} for code in codes}

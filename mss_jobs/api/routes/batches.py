@@ -12,7 +12,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -26,8 +26,7 @@ from mss_jobs.api.batch_schemas import (
     RejectionOut,
     ReportFormat,
 )
-from mss_jobs.api.deps import ApiState, SessionsDep, StateDep
-from mss_jobs.api.schemas import ErrorBody
+from mss_jobs.api.deps import ApiState, IdempotencyHeader, SessionsDep, StateDep, error_responses
 from mss_jobs.api.service import job_view
 from mss_jobs.api.uploads import receive_upload
 from mss_jobs.batches.intake import IntakeResult, take_in
@@ -58,10 +57,7 @@ from mss_jobs.storage import storage_from_settings
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (404, 409, 413, 422, 502, 503)
-}
-IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+_ERRORS = error_responses(404, 409, 413, 422, 502, 503)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=_ERRORS)

@@ -5,21 +5,29 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mss_jobs.api.deps import ApiState, QueueDep, SessionsDep, StateDep, StorageDep
+from mss_jobs.api.deps import (
+    ApiState,
+    IdempotencyHeader,
+    QueueDep,
+    SessionsDep,
+    StateDep,
+    StorageDep,
+    error_responses,
+)
 from mss_jobs.api.errors import (
     IdempotencyConflictError,
     JobNotFoundError,
     JobStateConflictError,
     OutputNotFoundError,
 )
-from mss_jobs.api.schemas import ErrorBody, JobCreate, JobOut, JobPage, JobRetry, JobSpec
+from mss_jobs.api.schemas import JobCreate, JobOut, JobPage, JobRetry, JobSpec
 from mss_jobs.api.service import effective_params, enqueue_or_fail, job_view, output_location
 from mss_jobs.api.uploads import ReceivedUpload, receive_upload
 from mss_jobs.db import Job, JobStatus, transaction
@@ -38,11 +46,7 @@ from mss_jobs.storage import LocalStorage, S3Uri, input_key, job_prefix, parse_u
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (404, 409, 413, 422, 503)
-}
-
-IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+_ERRORS = error_responses(404, 409, 413, 422, 503)
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS)
