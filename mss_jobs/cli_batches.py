@@ -14,8 +14,14 @@ from typing import TYPE_CHECKING, Any
 import click
 from tqdm import tqdm
 
-from mss_jobs.cli_jobs import api_client, api_option, cli_settings, log_to_stderr, request_spec
-from mss_jobs.errors import MssError
+from mss_jobs.cli_jobs import (
+    api_client,
+    api_option,
+    cli_errors,
+    cli_settings,
+    log_to_stderr,
+    request_spec,
+)
 
 if TYPE_CHECKING:
     from mss_jobs.client import JobsClient
@@ -86,29 +92,24 @@ def batch_submit_cmd(
             "without --wait the batch needs a service that outlives this command: pass --api "
             "URL (a running `mss-jobs api`) or set MSS_BROKER_URL, or add --wait"
         )
-    try:
-        with api_client(api_url, run_jobs=True) as client:
-            batch = (
-                client.submit_batch_prefix(source, body)
-                if is_prefix
-                else client.submit_batch_manifest(Path(source), body)
-            )
-            verb = "created" if batch.created is not False else "found (same key)"
-            click.echo(
-                f"batch {batch.id} {verb}: {batch.rows_accepted} rows accepted, "
-                f"{batch.rows_rejected} rejected",
-                err=True,
-            )
-            for rejection in batch.rejections or ():
-                click.echo(
-                    f"  line {rejection.line}: {rejection.code}: {rejection.message}", err=True
-                )
-            if not wait:
-                click.echo(str(batch.id))
-                return
-            batch = _follow(client, batch.id)
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
+    with cli_errors(), api_client(api_url, run_jobs=True) as client:
+        batch = (
+            client.submit_batch_prefix(source, body)
+            if is_prefix
+            else client.submit_batch_manifest(Path(source), body)
+        )
+        verb = "created" if batch.created is not False else "found (same key)"
+        click.echo(
+            f"batch {batch.id} {verb}: {batch.rows_accepted} rows accepted, "
+            f"{batch.rows_rejected} rejected",
+            err=True,
+        )
+        for rejection in batch.rejections or ():
+            click.echo(f"  line {rejection.line}: {rejection.code}: {rejection.message}", err=True)
+        if not wait:
+            click.echo(str(batch.id))
+            return
+        batch = _follow(client, batch.id)
     click.echo(_batch_line(batch))
     if batch.counts.get("failed", 0) or batch.rows_rejected or batch.status == "cancelled":
         click.echo(f"see `mss-jobs batch report {batch.id}` for failed and rejected rows", err=True)
@@ -157,11 +158,8 @@ def _batch_line(batch: Any) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def batch_status_cmd(batch_id: Any, api_url: str | None, as_json: bool) -> None:
     """Show a batch: counts by status, progress, throughput, ETA."""
-    try:
-        with api_client(api_url, run_jobs=False) as client:
-            batch = client.batch(batch_id)
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
+    with cli_errors(), api_client(api_url, run_jobs=False) as client:
+        batch = client.batch(batch_id)
     if as_json:
         click.echo(json.dumps(batch.model_dump(mode="json"), indent=2))
         return
@@ -185,11 +183,8 @@ def batch_status_cmd(batch_id: Any, api_url: str | None, as_json: bool) -> None:
 def batch_report_cmd(batch_id: Any, api_url: str | None, fmt: str, output: Path | None) -> None:
     """Export the report: every line → status, error, stem URIs."""
     dest = output or Path(f"batch-{batch_id}.{fmt}")
-    try:
-        with api_client(api_url, run_jobs=False) as client:
-            client.download_report(batch_id, dest, fmt=fmt)
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
+    with cli_errors(), api_client(api_url, run_jobs=False) as client:
+        client.download_report(batch_id, dest, fmt=fmt)
     click.echo(str(dest))
 
 
@@ -198,11 +193,8 @@ def batch_report_cmd(batch_id: Any, api_url: str | None, fmt: str, output: Path 
 @api_option
 def batch_cancel_cmd(batch_id: Any, api_url: str | None) -> None:
     """Cancel the batch and every unfinished job of it."""
-    try:
-        with api_client(api_url, run_jobs=False) as client:
-            click.echo(_batch_line(client.cancel_batch(batch_id)))
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
+    with cli_errors(), api_client(api_url, run_jobs=False) as client:
+        click.echo(_batch_line(client.cancel_batch(batch_id)))
 
 
 @batch_group.command("retry")
@@ -210,11 +202,8 @@ def batch_cancel_cmd(batch_id: Any, api_url: str | None) -> None:
 @api_option
 def batch_retry_cmd(batch_id: Any, api_url: str | None) -> None:
     """Run the batch's failed jobs again."""
-    try:
-        with api_client(api_url, run_jobs=False) as client:
-            result = client.retry_batch(batch_id)
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
+    with cli_errors(), api_client(api_url, run_jobs=False) as client:
+        result = client.retry_batch(batch_id)
     click.echo(f"{result.retried} failed job(s) queued again; {_batch_line(result.batch)}")
 
 
@@ -240,10 +229,8 @@ def dispatcher_cmd(interval: float | None) -> None:
             "the dispatcher needs MSS_BROKER_URL; embedded, `mss-jobs api` runs one"
         )
     log_to_stderr("INFO")
-    try:
+    with cli_errors(with_code=False):
         ensure_current(settings.database_url, upgrade_if_behind=False)
-    except MssError as exc:
-        raise click.ClickException(str(exc)) from exc
     queue = CeleryJobQueue(settings)
     dispatcher = Dispatcher(
         make_session_factory(make_engine(settings.database_url)),

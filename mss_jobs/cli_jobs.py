@@ -43,11 +43,18 @@ api_option = click.option(
 )
 
 
-def cli_settings() -> Settings:
+@contextmanager
+def cli_errors(*, with_code: bool = True) -> Iterator[None]:
+    """Turn an `MssError` into click's error exit (code 1) with one line: `code: message`."""
     try:
-        return load_settings()
+        yield
     except MssError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(f"{exc.code}: {exc}" if with_code else str(exc)) from exc
+
+
+def cli_settings() -> Settings:
+    with cli_errors(with_code=False):
+        return load_settings()
 
 
 def log_to_stderr(level: str) -> None:
@@ -134,13 +141,10 @@ def api_cmd(host: str, port: int, log_level: str) -> None:
 
     settings = cli_settings()
     log_to_stderr(log_level)
-    try:
-        with _service_app(settings, run_jobs=True) as app:
-            mode = "embedded worker, in-memory queue" if settings.embedded else "broker"
-            click.echo(f"mss-jobs API on http://{host}:{port} ({mode}); docs at /docs", err=True)
-            uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
+    with cli_errors(), _service_app(settings, run_jobs=True) as app:
+        mode = "embedded worker, in-memory queue" if settings.embedded else "broker"
+        click.echo(f"mss-jobs API on http://{host}:{port} ({mode}); docs at /docs", err=True)
+        uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
 
 
 @click.command(
@@ -170,10 +174,8 @@ def worker_cmd(
     from mss_jobs.db.migrate import ensure_current
     from workers.app import create_app
 
-    try:
+    with cli_errors(with_code=False):
         ensure_current(settings.database_url, upgrade_if_behind=False)
-    except MssError as exc:
-        raise click.ClickException(str(exc)) from exc
     lanes = queues or f"{settings.queue_interactive},{settings.queue_bulk}"
     argv = ["worker", "-Q", lanes, "-c", str(concurrency), "-P", pool, "-l", loglevel]
     create_app(settings).worker_main([*argv, *celery_args])
@@ -189,10 +191,8 @@ def flower_cmd(address: str, port: int, flower_args: tuple[str, ...]) -> None:
     """Run Flower (Celery monitoring) for the workers (extra args go to Flower)."""
     from workers.flower import run_flower
 
-    try:
+    with cli_errors(with_code=False):
         run_flower(cli_settings(), address=address, port=port, extra=flower_args)
-    except MssError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @click.command("migrate")
@@ -278,25 +278,22 @@ def submit_cmd(
         )
     track = Path(source.rsplit("/", 1)[-1]).stem or "track"
     destination = out_dir or Path("stems") / track
-    try:
-        with api_client(api_url, run_jobs=True) as client:
-            job = (
-                client.submit_uri(source, spec, idempotency_key=idempotency_key)
-                if is_uri
-                else client.submit_file(local, spec, idempotency_key=idempotency_key)
-            )
-            if no_wait:
-                click.echo(str(job.id))
-                return
-            if not quiet:
-                click.echo(f"job {job.id} {job.status} ({job.model})", err=True)
-            job = client.wait(job.id, on_update=None if quiet else _ProgressBar(source))
-            if job.status != "succeeded":
-                _report_unfinished(job)
-                sys.exit(1)
-            paths = client.download(job, destination)
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
+    with cli_errors(), api_client(api_url, run_jobs=True) as client:
+        job = (
+            client.submit_uri(source, spec, idempotency_key=idempotency_key)
+            if is_uri
+            else client.submit_file(local, spec, idempotency_key=idempotency_key)
+        )
+        if no_wait:
+            click.echo(str(job.id))
+            return
+        if not quiet:
+            click.echo(f"job {job.id} {job.status} ({job.model})", err=True)
+        job = client.wait(job.id, on_update=None if quiet else _ProgressBar(source))
+        if job.status != "succeeded":
+            _report_unfinished(job)
+            sys.exit(1)
+        paths = client.download(job, destination)
     click.echo(f"{source} → {destination}/ ({', '.join(p.name for p in paths)}) [job {job.id}]")
 
 
@@ -306,11 +303,8 @@ def submit_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 def status_cmd(job_id: Any, api_url: str | None, as_json: bool) -> None:
     """Show a job: status, progress, error and its stems."""
-    try:
-        with api_client(api_url, run_jobs=False) as client:
-            job = client.job(job_id)
-    except MssError as exc:
-        raise click.ClickException(f"{exc.code}: {exc}") from exc
+    with cli_errors(), api_client(api_url, run_jobs=False) as client:
+        job = client.job(job_id)
     if as_json:
         click.echo(json.dumps(job.model_dump(mode="json"), indent=2))
         return

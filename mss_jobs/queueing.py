@@ -17,7 +17,13 @@ from kombu.entity import Exchange, Queue
 from mss_jobs.db.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from mss_jobs.settings import Settings
 
-__all__ = ["SEPARATE_TASK", "broker_priority", "separate_task_id", "shared_celery_config"]
+__all__ = [
+    "SEPARATE_TASK",
+    "broker_priority",
+    "send_separate",
+    "separate_task_id",
+    "shared_celery_config",
+]
 
 SEPARATE_TASK: Final = "mss_jobs.separate"
 """Name of the worker's separation task; its one argument is the job id."""
@@ -32,6 +38,31 @@ def separate_task_id(job_id: uuid.UUID | str) -> str:
     task id can never silence a later enqueueing of the same job.
     """
     return f"{job_id}.{secrets.token_hex(4)}"
+
+
+def send_separate(
+    app: Any,
+    job_id: uuid.UUID | str,
+    *,
+    queue: str,
+    priority: int,
+    countdown: float | None = None,
+) -> str:
+    """Publish `mss_jobs.separate(job_id)` to `queue` through `app` (any Celery app on this
+    contract: the API's producer, a worker, the embedded one); returns the Celery task id.
+
+    Call only after the transaction that created (or re-queued) the job has committed. With
+    `countdown`, a worker holds the message that many seconds before running it.
+    """
+    result = app.send_task(
+        SEPARATE_TASK,
+        args=[str(job_id)],
+        task_id=separate_task_id(job_id),
+        queue=queue,
+        priority=broker_priority(priority),
+        countdown=countdown,
+    )
+    return str(result.id)
 
 
 def broker_priority(priority: int) -> int:

@@ -19,6 +19,7 @@ and pops the lists in order, 0 first. Job priority (0..9, higher more urgent) is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery  # type: ignore[import-untyped]
@@ -29,7 +30,7 @@ from mss_jobs.settings import Settings, env_var, load_settings
 from workers.reaper import install_reaper
 from workers.tasks import register_tasks
 
-__all__ = ["create_app"]
+__all__ = ["build_app", "celery_config", "create_app"]
 
 
 def create_app(settings: Settings) -> Celery:
@@ -39,10 +40,19 @@ def create_app(settings: Settings) -> Celery:
             f"the Celery worker needs a broker: set {env_var('broker_url')} "
             "(e.g. redis://127.0.0.1:6379/0)"
         )
-    app = Celery("mss_jobs", set_as_current=False)
-    app.conf.update(celery_config(settings))
-    register_tasks(app, settings)
+    app = build_app(settings)
     install_reaper(app, settings)
+    return app
+
+
+def build_app(settings: Settings, *, overrides: Mapping[str, Any] | None = None) -> Celery:
+    """A Celery app with our config (plus `overrides`) and `mss_jobs.separate` registered; no
+    broker check and no reaper (the embedded worker builds on this too)."""
+    app = Celery("mss_jobs", set_as_current=False)
+    config = celery_config(settings)
+    config.update(overrides or {})
+    app.conf.update(config)
+    register_tasks(app, settings)
     return app
 
 

@@ -30,10 +30,9 @@ from sqlalchemy import select
 
 from mss_jobs.db import Job, JobStatus, make_engine, make_session_factory, transaction
 from mss_jobs.errors import ConfigError
-from mss_jobs.queueing import SEPARATE_TASK, broker_priority, separate_task_id
+from mss_jobs.queueing import send_separate
 from mss_jobs.settings import Settings
-from workers.app import celery_config
-from workers.tasks import register_tasks
+from workers.app import build_app
 
 __all__ = ["EMBEDDED_BROKER", "EmbeddedWorker", "create_embedded_app"]
 
@@ -51,23 +50,19 @@ def create_embedded_app(settings: Settings) -> Celery:
             "the embedded worker runs only without a broker; with MSS_BROKER_URL set, "
             "run `mss-jobs worker` processes instead"
         )
-    app = Celery("mss_jobs", set_as_current=False)
-    config = celery_config(settings)
-    config.update(
-        {
+    return build_app(
+        settings,
+        overrides={
             "broker_url": EMBEDDED_BROKER,
+            # Redis-only options mean nothing to memory://; poll its queues often (cheap).
+            "broker_transport_options": {"polling_interval": 0.1},
             "result_backend": None,
             # The solo pool cannot enforce time limits; say so instead of pretending.
             "task_soft_time_limit": None,
             "task_time_limit": None,
             "worker_hijack_root_logger": False,
-        }
+        },
     )
-    # Redis-only options mean nothing to memory://; poll the in-memory queues often (cheap).
-    config["broker_transport_options"] = {"polling_interval": 0.1}
-    app.conf.update(config)
-    register_tasks(app, settings)
-    return app
 
 
 class _Controller(WorkController):  # type: ignore[misc]
@@ -100,14 +95,7 @@ class EmbeddedWorker:
 
     def enqueue(self, job_id: uuid.UUID, *, lane: str, priority: int) -> str:
         """Publish the job id to the in-memory queue of `lane`."""
-        result = self.app.send_task(
-            SEPARATE_TASK,
-            args=[str(job_id)],
-            task_id=separate_task_id(job_id),
-            queue=self._lanes[lane],
-            priority=broker_priority(priority),
-        )
-        return str(result.id)
+        return send_separate(self.app, job_id, queue=self._lanes[lane], priority=priority)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

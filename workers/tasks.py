@@ -56,7 +56,7 @@ from mss_jobs.db.jobs import (
 from mss_jobs.db.results import Deferred, Reuse, record_input_and_decide
 from mss_jobs.db.session import transaction
 from mss_jobs.errors import AudioTooLongError, PermanentError, TransientError
-from mss_jobs.queueing import SEPARATE_TASK, broker_priority, separate_task_id
+from mss_jobs.queueing import SEPARATE_TASK, broker_priority, send_separate
 from mss_jobs.runner import StemFile
 from mss_jobs.settings import Settings
 from mss_jobs.storage import output_key
@@ -329,17 +329,5 @@ def enqueue(
     priority: int,
     countdown: float | None = None,
 ) -> str:
-    """Send `mss_jobs.separate(job_id)` to `queue`; returns the Celery task id.
-
-    Call only after the transaction that created (or re-queued) the job has committed. With
-    `countdown`, a worker holds the message that many seconds before running it.
-    """
-    result = app.send_task(
-        SEPARATE_TASK,
-        args=[str(job_id)],
-        task_id=separate_task_id(job_id),
-        queue=queue,
-        priority=broker_priority(priority),
-        countdown=countdown,
-    )
-    return str(result.id)
+    """Send `mss_jobs.separate(job_id)` to `queue`; see `mss_jobs.queueing.send_separate`."""
+    return send_separate(app, job_id, queue=queue, priority=priority, countdown=countdown)

@@ -19,7 +19,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from mss_jobs.api.errors import BrokerUnavailableError
-from mss_jobs.queueing import SEPARATE_TASK, broker_priority, separate_task_id, shared_celery_config
+from mss_jobs.queueing import SEPARATE_TASK, send_separate, shared_celery_config
 from mss_jobs.settings import Settings
 
 __all__ = ["SEPARATE_TASK", "CeleryJobQueue", "JobQueue", "Lane"]
@@ -51,18 +51,11 @@ class CeleryJobQueue:
     def enqueue(self, job_id: uuid.UUID, *, lane: Lane, priority: int) -> str:
         """Send the job id to `lane`'s queue; call only after the job's row is committed."""
         try:
-            result = self._app.send_task(
-                SEPARATE_TASK,
-                args=[str(job_id)],
-                task_id=separate_task_id(job_id),
-                queue=self._lanes[lane],
-                priority=broker_priority(priority),
-            )
+            return send_separate(self._app, job_id, queue=self._lanes[lane], priority=priority)
         except (KombuOperationalError, RedisError, OSError) as exc:
             raise BrokerUnavailableError(
                 f"cannot reach the broker to enqueue job {job_id}: {type(exc).__name__}"
             ) from exc
-        return str(result.id)
 
     def close(self) -> None:
         self._app.close()

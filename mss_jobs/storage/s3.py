@@ -134,18 +134,22 @@ class S3Storage:
                 raise ConfigError("pass either an S3 client or connection arguments, not both")
             self._client = self._signer = client
             return
-        self._client = build_client(
-            endpoint_url=self._endpoint_url,
-            region=region,
-            access_key_id=access_key_id,
-            secret_access_key=secret_access_key,
-            session_token=session_token,
-            max_attempts=max_attempts,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            # One connection per concurrent part, plus headroom for listing/presigning callers.
-            max_pool_connections=max(10, max_concurrency + 2),
-        )
+
+        def client_for(endpoint: str | None, pool: int) -> S3Client:
+            return build_client(
+                endpoint_url=endpoint,
+                region=region,
+                access_key_id=access_key_id,
+                secret_access_key=secret_access_key,
+                session_token=session_token,
+                max_attempts=max_attempts,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                max_pool_connections=pool,
+            )
+
+        # One connection per concurrent part, plus headroom for listing/presigning callers.
+        self._client = client_for(self._endpoint_url, max(10, max_concurrency + 2))
         # Presigned URLs are for clients, who may reach the store at another address than this
         # process does (compose's `minio:9000` vs the host's `localhost:9000`). SigV4 signs the
         # host, so such URLs are signed by a second client configured with the public address;
@@ -154,17 +158,7 @@ class S3Storage:
         self._signer = (
             self._client
             if public is None or public == self._endpoint_url
-            else build_client(
-                endpoint_url=public,
-                region=region,
-                access_key_id=access_key_id,
-                secret_access_key=secret_access_key,
-                session_token=session_token,
-                max_attempts=max_attempts,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                max_pool_connections=1,
-            )
+            else client_for(public, 1)
         )
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from worker_harness import isolated_env  # on sys.path through tests/api/conftest.py
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BATCH_TIMEOUT = 90.0
@@ -197,15 +198,7 @@ class ApiProcess:
         self.log_path = log_path
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("MSS_", "AWS_", "HTTP"))}
-        clean.update(env)
-        clean.update(
-            AWS_EC2_METADATA_DISABLED="true",
-            AWS_CONFIG_FILE=str(log_path.parent / "no-aws-config"),
-            AWS_SHARED_CREDENTIALS_FILE=str(log_path.parent / "no-aws-credentials"),
-            NO_PROXY="127.0.0.1,localhost",
-            PYTHONUNBUFFERED="1",
-        )
+        clean = isolated_env(env, log_path.parent)
         self._log = log_path.open("wb")
         command = [
             sys.executable,

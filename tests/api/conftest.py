@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from real_services import (
     flushed_redis,
@@ -32,6 +29,7 @@ from real_services import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from mss_jobs.api.main import create_app
+from mss_jobs.api.server import serve_in_thread
 from mss_jobs.db import make_engine, make_session_factory
 from mss_jobs.settings import Settings, load_settings
 from mss_jobs.storage import S3Storage
@@ -44,7 +42,6 @@ ACCESS_KEY_ID = "MSSAPITESTACCESSKEY1"
 SECRET_ACCESS_KEY = "mss-api-test-secret-do-not-print-0123456"
 PREFIX = "jobs"
 MAX_UPLOAD_BYTES = 2_000_000
-SERVER_START_TIMEOUT = 15.0
 
 
 @pytest.fixture(scope="session")
@@ -132,25 +129,13 @@ def app(settings: Settings) -> FastAPI:
 
 @contextmanager
 def serve(app: FastAPI) -> Iterator[httpx.Client]:
-    """`app` served by uvicorn on a free loopback port in a thread, and a client for it."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", timeout=30.0, trust_env=False
-        ) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        thread.join(SERVER_START_TIMEOUT)
+    """`app` served by uvicorn on a free loopback port in a thread (the CLI's own
+    `serve_in_thread`), and a client for it."""
+    with (
+        serve_in_thread(app) as url,
+        httpx.Client(base_url=url, timeout=30.0, trust_env=False) as http,
+    ):
+        yield http
 
 
 @pytest.fixture(scope="session")

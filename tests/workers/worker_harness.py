@@ -34,20 +34,27 @@ JOB_TIMEOUT = 60.0
 SAMPLE_RATE = 44100
 
 
+def isolated_env(env: Mapping[str, str], scratch: Path) -> dict[str, str]:
+    """This process's environment without any `MSS_*`, `AWS_*` or proxy variable, plus `env`:
+    a service subprocess sees only the test's settings, no AWS profile, no proxy on loopback."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MSS_", "AWS_", "HTTP"))}
+    clean.update(env)
+    clean.update(
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(scratch / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(scratch / "no-aws-credentials"),
+        NO_PROXY="127.0.0.1,localhost",
+        PYTHONUNBUFFERED="1",
+    )
+    return clean
+
+
 class WorkerProcess:
     """A `celery worker` subprocess in its own process group, logging to a file."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
         self.log_path = log_path
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("MSS_", "AWS_", "HTTP"))}
-        clean.update(env)
-        clean.update(
-            AWS_EC2_METADATA_DISABLED="true",
-            AWS_CONFIG_FILE=str(log_path.parent / "no-aws-config"),
-            AWS_SHARED_CREDENTIALS_FILE=str(log_path.parent / "no-aws-credentials"),
-            NO_PROXY="127.0.0.1,localhost",
-            PYTHONUNBUFFERED="1",
-        )
+        clean = isolated_env(env, log_path.parent)
         self._log = log_path.open("wb")
         command = [
             str(Path(sys.executable).with_name("celery")),

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from mss_jobs.api.batch_schemas import (
     BatchCreate,
@@ -52,10 +53,14 @@ from mss_jobs.db.batches import (
     list_batch_jobs,
     retry_failed,
 )
+from mss_jobs.db.models import Batch
 from mss_jobs.errors import ConfigError
 from mss_jobs.storage import storage_from_settings
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+ManifestReader = Callable[..., Iterator[ManifestItem]]
+"""`read_csv` or `read_jsonl`: (stream, template, *, allow_file_uris) → items."""
 
 _ERRORS = error_responses(404, 409, 413, 422, 502, 503)
 
@@ -136,7 +141,7 @@ def _take_in_file(
     state: ApiState,
     response: Response,
     path: Path,
-    reader: Any,
+    reader: ManifestReader,
     options: BatchOptions,
     source: dict[str, Any],
     key_header: str | None,
@@ -208,7 +213,7 @@ def _listing(
     return rows, source
 
 
-def _manifest_reader(filename: str) -> Any:
+def _manifest_reader(filename: str) -> ManifestReader:
     suffix = Path(filename).suffix.lower()
     if suffix == ".csv":
         return read_csv
@@ -332,7 +337,7 @@ def _report_lines(sessions: SessionsDep, batch_id: uuid.UUID, fmt: ReportFormat)
             yield buffer.getvalue()
 
 
-def _existing(session: Any, batch_id: uuid.UUID) -> Any:
+def _existing(session: Session, batch_id: uuid.UUID) -> Batch:
     batch = get_batch(session, batch_id=batch_id)
     if batch is None:
         raise BatchNotFoundError(f"no batch {batch_id}")
