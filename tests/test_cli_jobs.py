@@ -268,3 +268,27 @@ def test_batch_submit_wait_report_and_resubmit(embedded_env: Path, tmp_path: Pat
     code, stdout, _ = _invoke("batch", "status", batch_id, "--json")
     assert code == 0
     assert '"total": 3' in stdout
+
+
+def test_batch_and_client_usage_errors(embedded_env: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("input\n")
+
+    code, _, stderr = _invoke("batch", "submit", str(manifest))
+    assert code == 2
+    assert "without --wait the batch needs a service" in stderr
+
+    code, _, stderr = _invoke("batch", "submit", str(manifest), "--ext", "flac", "--wait")
+    assert code == 2
+    assert "--ext and --glob filter an s3:// prefix" in stderr
+
+    code, _, stderr = _invoke("batch", "submit", str(tmp_path / "none.csv"), "--wait")
+    assert code == 2
+    assert "no such manifest" in stderr
+
+    # Nothing listens there: a clear transient error, not a traceback.
+    code, _, stderr = _invoke(
+        "status", str(uuid.uuid4()), "--api", f"http://127.0.0.1:{_free_port()}"
+    )
+    assert code == 1
+    assert "api.unavailable: cannot reach the API" in stderr

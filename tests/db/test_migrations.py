@@ -286,3 +286,18 @@ def test_missing_migrations_folder_is_a_clear_error(
     monkeypatch.setenv(migrate.MIGRATIONS_DIR_VARIABLE, str(tmp_path))
     with pytest.raises(ValueError, match="MSS_MIGRATIONS_DIR"):
         migrate.upgrade(f"sqlite:///{tmp_path / 'x.db'}")
+
+
+def test_ensure_current_refuses_a_database_behind_the_code_unless_asked_to_upgrade(
+    tmp_path: Path,
+) -> None:
+    from mss_jobs.errors import ConfigError
+
+    url = f"sqlite:///{tmp_path / 'behind.db'}"
+    with pytest.raises(ConfigError, match=r"at migration none \(empty\).*run `mss-jobs migrate`"):
+        migrate.ensure_current(url, upgrade_if_behind=False)
+    assert migrate.current_revision(url) is None  # refused, nothing created
+
+    migrate.ensure_current(url, upgrade_if_behind=True)
+    assert migrate.current_revision(url) == migrate.head_revision()
+    migrate.ensure_current(url, upgrade_if_behind=False)  # current: no error
