@@ -10,18 +10,19 @@ from typing import TYPE_CHECKING, Any
 import click
 from tqdm import tqdm
 
-from mss_jobs.audio.encode import validate_output
 from mss_jobs.cli_batches import COMMANDS as BATCH_COMMANDS
 from mss_jobs.cli_jobs import COMMANDS as JOB_COMMANDS
-from mss_jobs.core.derived import DerivedStem, parse_derived
-from mss_jobs.core.pipeline import SeparationSettings
 from mss_jobs.errors import MssError
-from mss_jobs.models.base import Separator
-from mss_jobs.runner import FileSeparation, OutputSpec, RunProgress, resolve_device, separate_file
-from mss_jobs.types import BitDepth, OutputFormat, WindowShape
 
+# Importing the CLI imports no torch: the slim (API-only) install runs `mss-jobs api`,
+# `dispatcher`, `flower` and `migrate`; separation commands import the pipeline when they run.
 if TYPE_CHECKING:
+    from mss_jobs.core.derived import DerivedStem
+    from mss_jobs.core.pipeline import SeparationSettings
+    from mss_jobs.models.base import Separator
+    from mss_jobs.runner import FileSeparation, OutputSpec, RunProgress
     from mss_jobs.settings import Settings
+    from mss_jobs.types import BitDepth, OutputFormat, WindowShape
 
 __all__ = ["main"]
 
@@ -43,6 +44,8 @@ def _track_dirs(inputs: Sequence[Path], out_dir: Path) -> list[Path]:
 
 
 def _derived(specs: Sequence[str]) -> tuple[DerivedStem, ...]:
+    from mss_jobs.core.derived import parse_derived
+
     return tuple(parse_derived(spec) for spec in specs)
 
 
@@ -145,6 +148,9 @@ def separate(
 
     A bad input prints one line and is skipped; the exit code is 1 if any input failed.
     """
+    from mss_jobs.audio.encode import validate_output
+    from mss_jobs.core.pipeline import SeparationSettings
+    from mss_jobs.runner import OutputSpec, resolve_device
 
     try:
         separator = _separator(model, model_config, checkpoints, resolve_device(device), tta)
@@ -219,6 +225,8 @@ def _run_one(
     *,
     quiet: bool,
 ) -> FileSeparation:
+    from mss_jobs.runner import FileSeparation, separate_file
+
     bars: dict[str, tqdm[Any]] = {}
     try:
         for event in separate_file(

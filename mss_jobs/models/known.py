@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mss_jobs.errors import UnknownModelError
-from mss_jobs.models.config import Architecture
+from mss_jobs.models.config_base import Architecture
 from mss_jobs.models.weights import Resource
 
 __all__ = ["KNOWN_MODELS", "KnownModel", "get_known_model"]
