@@ -30,7 +30,15 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 README = DEPLOY / "README.md"
 
 MSS_SERVICES = ("migrate", "api", "worker", "worker-gpu", "flower")
-"""Services run from the mss-jobs image (`build.dockerfile: deploy/Dockerfile`)."""
+"""Services run from the mss-jobs images (`build.dockerfile: deploy/Dockerfile`)."""
+TARGETS = {
+    "migrate": "api",
+    "api": "api",
+    "flower": "api",
+    "worker": "worker",
+    "worker-gpu": "worker",
+}
+"""The Dockerfile target each service is built from: only workers carry torch."""
 REQUIRED_SERVICES = {"redis", "postgres", "minio", "minio-init", *MSS_SERVICES}
 ONE_SHOT_SERVICES = {"migrate", "minio-init"}
 CLI_COMMANDS = {"api", "worker", "flower", "migrate"}
@@ -216,8 +224,11 @@ def test_mss_services_are_exactly_those_built_from_the_image(
         and service["build"].get("dockerfile") == "deploy/Dockerfile"
     }
     assert built == set(MSS_SERVICES)
-    images = {services[name]["image"] for name in MSS_SERVICES}
-    assert len(images) == 1, f"mss-jobs services should share one image, got {images}"
+    assert {name: services[name]["build"].get("target") for name in MSS_SERVICES} == TARGETS
+    for target in set(TARGETS.values()):
+        images = {services[n]["image"] for n, t in TARGETS.items() if t == target}
+        assert len(images) == 1, f"services of target {target} should share one image: {images}"
+    assert services["api"]["image"] != services["worker"]["image"]
     for name in MSS_SERVICES:
         assert "entrypoint" not in services[name], f"{name} overrides the mss-jobs entrypoint"
 
@@ -445,7 +456,8 @@ def test_env_example_credentials_are_obvious_placeholders(env_example: dict[str,
 def test_env_example_names_are_not_settings(env_example: dict[str, str]) -> None:
     # MSS_* names in .env could be confused with the settings, and a developer's exported MSS_*
     # variables would override them during interpolation. MSS_IMAGE names the image, no setting.
-    clashes = {key for key in env_example if key.startswith("MSS_")} - {"MSS_IMAGE"}
+    images = {"MSS_IMAGE", "MSS_API_IMAGE"}
+    clashes = {key for key in env_example if key.startswith("MSS_")} - images
     assert not clashes
     assert "image" not in Settings.model_fields
 
@@ -465,30 +477,55 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
-def final_stage() -> list[tuple[str, str]]:
-    instructions = dockerfile_instructions()
-    starts = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
-    assert starts, "Dockerfile has no FROM"
-    return instructions[starts[-1] :]
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Each named stage's instructions, its FROM first."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, args in dockerfile_instructions():
+        if keyword == "FROM":
+            current = []
+            words = args.split()
+            found[words[2] if len(words) > 2 and words[1].upper() == "AS" else str(len(found))] = (
+                current
+            )
+        current.append((keyword, args))
+    assert found, "Dockerfile has no FROM"
+    return found
 
 
-def test_image_is_python_slim_and_runs_the_cli() -> None:
-    stage = final_stage()
+def final_stage(target: str) -> list[tuple[str, str]]:
+    """A target's instructions with those of the stages it is built FROM, base first."""
+    chain = stages()
+    assert target in chain, f"Dockerfile has no target {target}"
+    instructions: list[tuple[str, str]] = []
+    while target in chain:
+        instructions = chain[target] + instructions
+        target = chain[target][0][1].split()[0]
+    return instructions
+
+
+@pytest.fixture(params=sorted(set(TARGETS.values())))
+def target(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_image_is_python_slim_and_runs_the_cli(target: str) -> None:
+    stage = final_stage(target)
     assert stage[0][1].split()[0] == "python:3.11-slim"
     entrypoints = [args for keyword, args in stage if keyword == "ENTRYPOINT"]
     assert entrypoints, "the final stage has no ENTRYPOINT"
     assert json.loads(entrypoints[-1]) == ["mss-jobs"]
 
 
-def test_image_does_not_run_as_root() -> None:
-    users = [args for keyword, args in final_stage() if keyword == "USER"]
+def test_image_does_not_run_as_root(target: str) -> None:
+    users = [args for keyword, args in final_stage(target) if keyword == "USER"]
     assert users, "the final stage has no USER line, so it runs as root"
     user = users[-1].split(":", 1)[0]
     assert user not in {"root", "0"}
 
 
-def test_image_ships_the_migrations_where_migrate_looks() -> None:
-    stage = final_stage()
+def test_image_ships_the_migrations_where_migrate_looks(target: str) -> None:
+    stage = final_stage(target)
     env_lines = " ".join(args for keyword, args in stage if keyword == "ENV")
     match = re.search(r"MSS_MIGRATIONS_DIR=(\S+)", env_lines)
     assert match, "MSS_MIGRATIONS_DIR is not set in the image"
@@ -512,3 +549,19 @@ def test_readme_documents_every_setting() -> None:
     text = README.read_text()
     missing = [env_var(field) for field in Settings.model_fields if env_var(field) not in text]
     assert not missing, f"deploy/README.md does not mention {missing}"
+
+
+def test_images_install_from_the_lock() -> None:
+    chain = stages()
+    runs = {name: [a for k, a in chain[name] if k == "RUN"] for name in chain}
+    for name, commands in runs.items():
+        for command in commands:
+            if "uv sync" in command:
+                assert "--frozen" in command, f"stage {name} syncs without --frozen: {command}"
+            if "pip install" in command:
+                assert "--require-hashes" in command, f"stage {name}: unpinned pip: {command}"
+    assert all("--extra worker" not in c for c in runs["build-api"]), "the api image gets torch"
+    assert any("--extra worker" in c for c in runs["build-worker"])
+    copies = {name: [a.split() for k, a in chain[name] if k == "COPY"] for name in chain}
+    assert ["--from=build-api", "/opt/venv", "/opt/venv"] in copies["api"]
+    assert ["--from=build-worker", "/opt/venv", "/opt/venv"] in copies["worker"]
