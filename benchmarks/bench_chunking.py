@@ -7,7 +7,7 @@ Both get the same in-memory stereo 44.1 kHz track, chunk size, hop, batch size a
     .venv/bin/python benchmarks/bench_chunking.py                 # 4, 10, 60 min
     .venv/bin/python benchmarks/bench_chunking.py --minutes 1 4   # quicker
 
-splifft is a benchmark-only dependency (`pip install -e .[bench]`).
+splifft is a development-only dependency (the dev group `bash .ci/setup` installs).
 """
 
 from __future__ import annotations

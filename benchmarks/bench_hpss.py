@@ -12,7 +12,7 @@ pipeline (8 s chunks, 25 % overlap: the service's path, with the chunk overlap's
     .venv/bin/python benchmarks/bench_hpss.py                  # 30 s
     .venv/bin/python benchmarks/bench_hpss.py --seconds 60 --repeat 5 --filters
 
-librosa is a benchmark-only dependency (`pip install -e .[bench]`).
+librosa is a development-only dependency (the dev group `bash .ci/setup` installs).
 """
 
 from __future__ import annotations
