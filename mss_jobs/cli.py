@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from mss_jobs.cli_batches import COMMANDS as BATCH_COMMANDS
 from mss_jobs.cli_jobs import COMMANDS as JOB_COMMANDS
+from mss_jobs.domain.units import WINDOW_SHAPES
 from mss_jobs.errors import MssError
 
 # Importing the CLI imports no torch: the slim (API-only) install runs `mss-jobs api`,
@@ -19,14 +20,12 @@ from mss_jobs.errors import MssError
 if TYPE_CHECKING:
     from mss_jobs.core.derived import DerivedStem
     from mss_jobs.core.pipeline import SeparationSettings
+    from mss_jobs.domain.units import BitDepth, OutputFormat, WindowShape
     from mss_jobs.models.base import Separator
     from mss_jobs.runner import FileSeparation, OutputSpec, RunProgress
     from mss_jobs.settings import Settings
-    from mss_jobs.types import BitDepth, OutputFormat, WindowShape
 
 __all__ = ["main"]
-
-_WINDOWS: tuple[WindowShape, ...] = ("hann", "hamming", "blackman", "bartlett", "rectangular")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,7 +102,7 @@ def _derived(specs: Sequence[str]) -> tuple[DerivedStem, ...]:
 )
 @click.option(
     "--window",
-    type=click.Choice(_WINDOWS),
+    type=click.Choice(WINDOW_SHAPES),
     default=None,
     help="Overlap-add window (default: the model's).",
 )

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from mss_jobs.core.derived import DerivedStem, parse_derived
-from mss_jobs.types import StemName
+from mss_jobs.domain.units import StemName
 
 __all__ = ["DerivedStemsConfig", "SubtractRule", "SumRule"]
 

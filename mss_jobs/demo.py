@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mss_jobs.types import RawAudioTensor, SampleRate
+from mss_jobs.domain.units import SampleRate
+from mss_jobs.types import RawAudioTensor
 
 __all__ = ["DemoTrack", "synthesize_chords_and_bursts", "synthesize_demo"]
 

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from kombu.entity import Exchange, Queue
 
-from mss_jobs.db.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
+from mss_jobs.domain.lifecycle import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from mss_jobs.settings import Settings
 
 __all__ = [

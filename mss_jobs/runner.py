@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -33,9 +33,13 @@ from mss_jobs.core.pipeline import (
     output_stems,
     separate_stream,
 )
+from mss_jobs.domain.units import BitDepth, OutputFormat, SampleRate, StemName
 from mss_jobs.errors import ConfigError, OutputError
 from mss_jobs.models.base import Separator
-from mss_jobs.types import BitDepth, OutputFormat, RawAudioTensor, SampleRate, StemName
+from mss_jobs.types import RawAudioTensor
+
+if TYPE_CHECKING:
+    from mss_jobs.domain.params import JobParams
 
 __all__ = [
     "FileSeparation",
@@ -56,6 +60,10 @@ class OutputSpec:
     format: OutputFormat = "flac"
     bit_depth: BitDepth | None = None
     sample_rate: SampleRate | None = None
+
+    @classmethod
+    def for_job(cls, params: JobParams) -> OutputSpec:
+        return cls(format=params.format, bit_depth=params.bit_depth, sample_rate=params.sample_rate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from celery import Celery  # type: ignore[import-untyped]
 from celery.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyped]
 
 from mss_jobs.audio.decode import probe
+from mss_jobs.core.pipeline import SeparationSettings
 from mss_jobs.db.jobs import (
     claim_job,
     mark_failed,
@@ -55,9 +56,10 @@ from mss_jobs.db.jobs import (
 )
 from mss_jobs.db.results import Deferred, Reuse, record_input_and_decide
 from mss_jobs.db.session import transaction
+from mss_jobs.domain.params import parse_params
 from mss_jobs.errors import AudioTooLongError, PermanentError, TransientError
 from mss_jobs.queueing import SEPARATE_TASK, broker_priority, send_separate
-from mss_jobs.runner import StemFile
+from mss_jobs.runner import OutputSpec, StemFile
 from mss_jobs.settings import Settings
 from mss_jobs.storage import output_key
 from workers.claim import (
@@ -71,7 +73,6 @@ from workers.claim import (
 )
 from workers.context import LazyWorkerContext, WorkerContext
 from workers.file_names import input_name
-from workers.params import parse_params
 from workers.progress import (
     PROGRESS_MIN_SECONDS,
     PROGRESS_MIN_STEP,
@@ -210,8 +211,8 @@ def _run_claimed(
             input_path,
             folder / "stems",
             separator=separator,
-            settings=params.separation_settings(separator),
-            output=params.output_spec(),
+            settings=SeparationSettings.for_job(separator, params),
+            output=OutputSpec.for_job(params),
             progress=progress,
         )
         stems = separation.stems

@@ -9,8 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mss_jobs.api.schemas import JobOut, JobSpec
-from mss_jobs.db.enums import BatchLane, BatchStatus
 from mss_jobs.db.models import DEFAULT_MAX_IN_FLIGHT, MAX_MAX_IN_FLIGHT
+from mss_jobs.domain.lifecycle import BatchStatus, Lane
 
 __all__ = [
     "BatchCreate",
@@ -32,7 +32,7 @@ class BatchOptions(JobSpec):
 
     model_config = ConfigDict(extra="forbid")
 
-    queue: BatchLane = "bulk"
+    queue: Lane = "bulk"
     """The lane of the batch's jobs: `bulk` (default) yields to interactive work."""
     key: str | None = BatchKey
     """Resubmission key: the same key and spec return the same batch and add nothing twice."""
@@ -83,7 +83,7 @@ class BatchOut(BaseModel):
     model: str
     params: dict[str, Any]
     source: dict[str, Any]
-    queue: BatchLane
+    queue: Lane
     priority: int
     max_in_flight: int
     force: bool

@@ -12,19 +12,18 @@ raises `BrokerUnavailableError`, so a request never hangs on a dead Redis.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Protocol
 
 from celery import Celery  # type: ignore[import-untyped]
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from mss_jobs.api.errors import BrokerUnavailableError
+from mss_jobs.domain.lifecycle import Lane
 from mss_jobs.queueing import SEPARATE_TASK, send_separate, shared_celery_config
 from mss_jobs.settings import Settings
 
-__all__ = ["SEPARATE_TASK", "CeleryJobQueue", "JobQueue", "Lane"]
-
-Lane = Literal["interactive", "bulk"]
+__all__ = ["SEPARATE_TASK", "CeleryJobQueue", "JobQueue"]
 
 _CONNECT_TIMEOUT_SECONDS: Final = 2.0
 

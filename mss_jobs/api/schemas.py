@@ -13,9 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mss_jobs.api.queue import Lane
-from mss_jobs.db.enums import JobStatus
-from mss_jobs.db.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
+from mss_jobs.domain.lifecycle import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, JobStatus, Lane
 
 __all__ = [
     "ErrorBody",

@@ -32,6 +32,7 @@ import soundfile as sf
 import torch
 
 from mss_jobs.audio import _pyav
+from mss_jobs.domain.units import AudioEncoding, Channels, FileFormat, SampleRate, Samples
 from mss_jobs.errors import (
     AudioDecodeError,
     EmptyAudioError,
@@ -39,7 +40,7 @@ from mss_jobs.errors import (
     InputNotFoundError,
     UnsupportedFormatError,
 )
-from mss_jobs.types import AudioEncoding, Channels, FileFormat, RawAudioTensor, SampleRate, Samples
+from mss_jobs.types import RawAudioTensor
 
 __all__ = ["DEFAULT_BLOCK_FRAMES", "AudioInfo", "probe", "read_blocks"]
 

@@ -26,8 +26,8 @@ import numpy.typing as npt
 import soundfile as sf
 import torch
 
+from mss_jobs.domain.units import BitDepth, Channels, OutputFormat, SampleRate
 from mss_jobs.errors import ConfigError, OutputError
-from mss_jobs.types import BitDepth, Channels, OutputFormat, SampleRate
 
 __all__ = [
     "DEFAULT_BIT_DEPTH",

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 import torch
 import torchaudio.functional
 
-from mss_jobs.types import Channels, SampleRate
+from mss_jobs.domain.units import Channels, SampleRate
 
 __all__ = ["LOWPASS_FILTER_WIDTH", "ROLLOFF", "StreamingResampler", "resample_blocks"]
 

@@ -32,8 +32,8 @@ from mss_jobs.api.errors import BrokerUnavailableError
 from mss_jobs.api.queue import JobQueue
 from mss_jobs.db import transaction
 from mss_jobs.db.batches import Dispatch, mark_completed, stale_queued, take_pending
-from mss_jobs.db.enums import BatchStatus
 from mss_jobs.db.models import MAX_MAX_IN_FLIGHT, Batch
+from mss_jobs.domain.lifecycle import BatchStatus
 from mss_jobs.errors import TransientError
 
 __all__ = ["DispatchRound", "Dispatcher"]

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mss_jobs.batches.manifest import JobTemplate, ManifestItem, ManifestRow, RowRejection
 from mss_jobs.db import transaction
 from mss_jobs.db.batches import add_jobs, add_rejections, create_batch, finish_intake
-from mss_jobs.db.enums import BatchLane
+from mss_jobs.domain.lifecycle import Lane
 
 __all__ = ["INTAKE_CHUNK_ROWS", "IntakeResult", "take_in"]
 
@@ -47,7 +47,7 @@ def take_in(
     *,
     template: JobTemplate,
     source: Mapping[str, Any],
-    lane: BatchLane,
+    lane: Lane,
     max_in_flight: int,
     force: bool,
     batch_key: str | None,

@@ -18,11 +18,11 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from mss_jobs.db.models import MAX_PRIORITY, MIN_PRIORITY
+from mss_jobs.domain.lifecycle import MAX_PRIORITY, MIN_PRIORITY
+from mss_jobs.domain.params import JobParams, parse_params
 from mss_jobs.errors import ConfigError, UnknownModelError
 from mss_jobs.models.catalog import get_model_info
 from mss_jobs.storage.uri import FileUri, parse_uri
-from workers.params import JobParams, parse_params
 
 __all__ = [
     "COLUMNS",

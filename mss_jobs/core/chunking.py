@@ -24,12 +24,9 @@ from typing import Literal
 
 import torch
 
+from mss_jobs.domain.units import BatchSize, ChunkSize, HopSize, OverlapRatio
 from mss_jobs.errors import ConfigError
 from mss_jobs.types import (
-    BatchSize,
-    ChunkSize,
-    HopSize,
-    OverlapRatio,
     PaddedChunkedAudioTensor,
     RawSeparatedTensor,
     SeparatedChunkedTensor,

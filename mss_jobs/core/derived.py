@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mss_jobs.domain.units import MIXTURE, StemName
 from mss_jobs.errors import DerivedStemsError
-from mss_jobs.types import MIXTURE, StemName
 
 __all__ = ["STEM_NAME_PATTERN", "DerivedStem", "apply_derived", "parse_derived", "resolve_derived"]
 

@@ -19,7 +19,7 @@ import torch
 
 from mss_jobs.core.channels import ChannelAdapter
 from mss_jobs.core.chunking import ChunkPlan, ChunkStream, PaddingMode, Stitcher
-from mss_jobs.core.derived import DerivedStem, apply_derived, resolve_derived
+from mss_jobs.core.derived import DerivedStem, apply_derived, parse_derived, resolve_derived
 from mss_jobs.core.normalize import (
     IDENTITY_STATS,
     NormalizationStats,
@@ -29,21 +29,20 @@ from mss_jobs.core.normalize import (
     normalize,
 )
 from mss_jobs.core.spectral import overlap_add_window
-from mss_jobs.errors import ConfigError, EmptyAudioError
-from mss_jobs.types import (
+from mss_jobs.domain.units import (
     MIXTURE,
     BatchSize,
     ChunkSize,
     OverlapRatio,
-    PaddedChunkedAudioTensor,
-    RawAudioTensor,
-    RawSeparatedTensor,
     Samples,
     StemName,
     WindowShape,
 )
+from mss_jobs.errors import ConfigError, EmptyAudioError
+from mss_jobs.types import PaddedChunkedAudioTensor, RawAudioTensor, RawSeparatedTensor
 
 if TYPE_CHECKING:  # the protocol is a type; the core never imports a model at run time
+    from mss_jobs.domain.params import JobParams
     from mss_jobs.models.base import Separator
 
 __all__ = [
@@ -101,6 +100,19 @@ class SeparationSettings:
             normalize=defaults.normalize,
             derived=derived,
             stems=stems,
+        )
+
+    @classmethod
+    def for_job(cls, separator: Separator, params: JobParams) -> SeparationSettings:
+        """A job's stored params applied to `separator`'s defaults (ConfigError on a conflict)."""
+        return cls.for_model(
+            separator,
+            chunk_seconds=params.chunk_seconds,
+            overlap=params.overlap,
+            window=params.window,
+            batch_size=params.batch_size,
+            derived=tuple(parse_derived(spec) for spec in params.derived),
+            stems=params.stems,
         )
 
 

@@ -8,19 +8,11 @@ from dataclasses import dataclass
 
 import torch
 
+from mss_jobs.domain.units import WINDOW_SHAPES, FftSize, HopLength, Samples, WindowShape
 from mss_jobs.errors import ConfigError
-from mss_jobs.types import (
-    ComplexSpectrogram,
-    FftSize,
-    HopLength,
-    Samples,
-    WindowShape,
-    WindowTensor,
-)
+from mss_jobs.types import ComplexSpectrogram, WindowTensor
 
 __all__ = ["StftParams", "istft", "overlap_add_window", "stft", "stft_window"]
-
-_WINDOW_SHAPES: tuple[WindowShape, ...] = ("hann", "hamming", "blackman", "bartlett", "rectangular")
 
 
 def _cosine_sum(phase: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
@@ -44,7 +36,7 @@ def _window_at(shape: WindowShape, position: torch.Tensor) -> torch.Tensor:
         return 1.0 - torch.abs(2.0 * position - 1.0)
     if shape == "rectangular":
         return torch.ones_like(position)
-    raise ConfigError(f"unknown window shape {shape!r}; expected one of {_WINDOW_SHAPES}")
+    raise ConfigError(f"unknown window shape {shape!r}; expected one of {WINDOW_SHAPES}")
 
 
 def stft_window(

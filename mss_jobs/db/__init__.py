@@ -20,9 +20,9 @@ Callers import the data functions from `mss_jobs.db.jobs` and `mss_jobs.db.batch
 rest from here.
 """
 
-from mss_jobs.db.enums import TERMINAL_STATUSES, BatchStatus, EventKind, JobStatus
 from mss_jobs.db.models import Base, Batch, BatchRejection, Job, JobEvent, JobOutput
 from mss_jobs.db.session import make_engine, make_session_factory, transaction
+from mss_jobs.domain.lifecycle import TERMINAL_STATUSES, BatchStatus, EventKind, JobStatus
 
 __all__ = [
     "TERMINAL_STATUSES",

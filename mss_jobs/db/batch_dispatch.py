@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from mss_jobs.db.batch_queries import count_in_flight
 from mss_jobs.db.batch_writes import CHUNK_SIZE, find_and_lock_batch, log_bulk
-from mss_jobs.db.enums import BATCH_LANES, BatchLane, BatchStatus, EventKind, JobStatus
 from mss_jobs.db.models import Batch, Job, utcnow
+from mss_jobs.domain.lifecycle import LANES, BatchStatus, EventKind, JobStatus, Lane
 
 __all__ = ["Dispatch", "stale_queued", "take_pending"]
 
@@ -36,7 +36,7 @@ class Dispatch:
     batch_id: uuid.UUID
     line: int
     priority: int
-    lane: BatchLane
+    lane: Lane
 
 
 def take_pending(session: Session, *, batch_id: uuid.UUID, limit: int) -> list[Dispatch]:
@@ -162,6 +162,6 @@ def _line(line: int | None) -> int:
     return line
 
 
-def _lane(lane: str) -> BatchLane:
-    assert lane in BATCH_LANES, f"unknown lane {lane!r}"  # the CHECK constraint holds it
+def _lane(lane: str) -> Lane:
+    assert lane in LANES, f"unknown lane {lane!r}"  # the CHECK constraint holds it
     return lane

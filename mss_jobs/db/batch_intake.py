@@ -29,17 +29,21 @@ from mss_jobs.db.batch_writes import (
     update_batch,
 )
 from mss_jobs.db.bulk import BatchRow, insert_batch_jobs, insert_rows
-from mss_jobs.db.enums import BATCH_LANES, BatchLane, BatchStatus
 from mss_jobs.db.jobs import params_hash
 from mss_jobs.db.models import (
     DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_PRIORITY,
     MAX_MAX_IN_FLIGHT,
-    MAX_PRIORITY,
-    MIN_PRIORITY,
     Batch,
     BatchRejection,
     utcnow,
+)
+from mss_jobs.domain.lifecycle import (
+    DEFAULT_PRIORITY,
+    LANES,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    BatchStatus,
+    Lane,
 )
 
 __all__ = [
@@ -72,7 +76,7 @@ def create_batch(
     model: str,
     params: Mapping[str, Any],
     source: Mapping[str, Any],
-    lane: BatchLane = "bulk",
+    lane: Lane = "bulk",
     priority: int = DEFAULT_PRIORITY,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     force: bool = False,
@@ -87,8 +91,8 @@ def create_batch(
     own. Race-safe like `jobs.create_job`: of two concurrent creations with one key, the loser
     rolls back to a savepoint and returns the winner's row.
     """
-    if lane not in BATCH_LANES:
-        raise ValueError(f"{lane=} must be one of {BATCH_LANES}")
+    if lane not in LANES:
+        raise ValueError(f"{lane=} must be one of {LANES}")
     _check_priority(priority)
     if not 1 <= max_in_flight <= MAX_MAX_IN_FLIGHT:
         raise ValueError(f"{max_in_flight=} must be in [1, {MAX_MAX_IN_FLIGHT}]")

@@ -18,8 +18,8 @@ from typing import Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mss_jobs.db.enums import IN_FLIGHT_STATUSES, JobStatus
 from mss_jobs.db.models import Batch, BatchRejection, Job, JobOutput, utcnow
+from mss_jobs.domain.lifecycle import IN_FLIGHT_STATUSES, JobStatus
 
 __all__ = [
     "MAX_PAGE_SIZE",

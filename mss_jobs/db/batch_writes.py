@@ -18,8 +18,8 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from mss_jobs.db.bulk import insert_rows
-from mss_jobs.db.enums import EventKind
 from mss_jobs.db.models import Batch, JobEvent, utcnow
+from mss_jobs.domain.lifecycle import EventKind
 from mss_jobs.errors import ConfigError, PermanentError
 
 __all__ = [

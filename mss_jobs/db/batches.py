@@ -63,8 +63,8 @@ from mss_jobs.db.batch_writes import (
     update_batch,
 )
 from mss_jobs.db.bulk import BatchRow
-from mss_jobs.db.enums import ACTIVE_STATUSES, BatchStatus, EventKind, JobStatus
 from mss_jobs.db.models import Batch, Job, utcnow
+from mss_jobs.domain.lifecycle import ACTIVE_STATUSES, BatchStatus, EventKind, JobStatus
 
 __all__ = [
     "CHUNK_SIZE",

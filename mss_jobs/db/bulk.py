@@ -21,9 +21,9 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
-from mss_jobs.db.enums import JobStatus
 from mss_jobs.db.jobs import params_hash
 from mss_jobs.db.models import Job
+from mss_jobs.domain.lifecycle import JobStatus
 
 __all__ = ["BatchRow", "insert_batch_jobs", "insert_rows"]
 

@@ -18,8 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mss_jobs.db.enums import EventKind, JobStatus
-from mss_jobs.db.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, Job, JobEvent, utcnow
+from mss_jobs.db.models import Job, JobEvent, utcnow
+from mss_jobs.domain.lifecycle import (
+    DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    EventKind,
+    JobStatus,
+)
 from mss_jobs.errors import ConfigError
 
 __all__ = ["create_job", "params_hash"]

@@ -31,8 +31,7 @@ from sqlalchemy import case, delete
 from sqlalchemy.orm import Session
 
 from mss_jobs.db.creation import create_job, params_hash
-from mss_jobs.db.enums import ACTIVE_STATUSES, RETRYABLE_STATUSES, EventKind, JobStatus
-from mss_jobs.db.models import DEFAULT_PRIORITY, Job, utcnow
+from mss_jobs.db.models import Job, utcnow
 from mss_jobs.db.outputs import list_outputs, record_output
 from mss_jobs.db.queries import (
     MAX_PAGE_SIZE,
@@ -51,6 +50,13 @@ from mss_jobs.db.recovery import (
     worker_deaths,
 )
 from mss_jobs.db.transitions import log_event, transition
+from mss_jobs.domain.lifecycle import (
+    ACTIVE_STATUSES,
+    DEFAULT_PRIORITY,
+    RETRYABLE_STATUSES,
+    EventKind,
+    JobStatus,
+)
 
 __all__ = [
     "DEFAULT_PRIORITY",

@@ -42,14 +42,19 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from mss_jobs.db.enums import BATCH_LANES, BatchStatus, EventKind, JobStatus
+from mss_jobs.domain.lifecycle import (
+    DEFAULT_PRIORITY,
+    LANES,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    BatchStatus,
+    EventKind,
+    JobStatus,
+)
 
 __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",
-    "DEFAULT_PRIORITY",
     "MAX_MAX_IN_FLIGHT",
-    "MAX_PRIORITY",
-    "MIN_PRIORITY",
     "Base",
     "Batch",
     "BatchRejection",
@@ -59,11 +64,6 @@ __all__ = [
     "UtcDateTime",
     "utcnow",
 ]
-
-MIN_PRIORITY = 0
-MAX_PRIORITY = 9
-DEFAULT_PRIORITY = 5
-"""Job priority range; higher is more urgent. The enqueue edge maps it to the broker's scale."""
 
 DEFAULT_MAX_IN_FLIGHT = 100
 MAX_MAX_IN_FLIGHT = 10_000
@@ -346,7 +346,7 @@ class Batch(Base):
     __table_args__ = (
         UniqueConstraint("batch_key"),
         CheckConstraint(_one_of("status", _enum_values(BatchStatus)), name="status"),
-        CheckConstraint(_one_of("lane", BATCH_LANES), name="lane"),
+        CheckConstraint(_one_of("lane", LANES), name="lane"),
         CheckConstraint(f"priority BETWEEN {MIN_PRIORITY} AND {MAX_PRIORITY}", name="priority"),
         CheckConstraint(f"max_in_flight BETWEEN 1 AND {MAX_MAX_IN_FLIGHT}", name="max_in_flight"),
         CheckConstraint("accepted_rows >= 0 AND rejected_rows >= 0", name="row_counts"),

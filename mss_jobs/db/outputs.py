@@ -14,8 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
-from mss_jobs.db.enums import JobStatus
 from mss_jobs.db.models import Job, JobOutput, utcnow
+from mss_jobs.domain.lifecycle import JobStatus
 
 __all__ = ["list_outputs", "record_output"]
 

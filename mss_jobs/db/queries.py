@@ -16,8 +16,8 @@ from datetime import datetime
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from mss_jobs.db.enums import JobStatus
 from mss_jobs.db.models import Job, JobEvent
+from mss_jobs.domain.lifecycle import JobStatus
 from mss_jobs.errors import ConfigError
 
 __all__ = [

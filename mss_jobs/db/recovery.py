@@ -22,9 +22,9 @@ from datetime import datetime
 from sqlalchemy import ScalarSelect, func, select, update
 from sqlalchemy.orm import Session
 
-from mss_jobs.db.enums import EventKind, JobStatus
 from mss_jobs.db.models import Job, JobEvent, utcnow
 from mss_jobs.db.transitions import log_event, transition
+from mss_jobs.domain.lifecycle import EventKind, JobStatus
 
 __all__ = [
     "TERMINAL_EVENTS",

@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from sqlalchemy import case, exists, func, literal, null, select, text
 from sqlalchemy.orm import Session, aliased
 
-from mss_jobs.db.enums import EventKind, JobStatus
 from mss_jobs.db.jobs import record_input
 from mss_jobs.db.models import Job, JobEvent, JobOutput, UtcDateTime, utcnow
 from mss_jobs.db.outputs import list_outputs
 from mss_jobs.db.recovery import TERMINAL_EVENTS
 from mss_jobs.db.transitions import log_event, transition
+from mss_jobs.domain.lifecycle import EventKind, JobStatus
 
 __all__ = [
     "Decision",

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, update
 from sqlalchemy.orm import Session
 
-from mss_jobs.db.enums import EventKind, JobStatus
 from mss_jobs.db.models import Job, JobEvent, utcnow
+from mss_jobs.domain.lifecycle import EventKind, JobStatus
 
 __all__ = ["log_event", "transition"]
 

@@ -13,17 +13,16 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from mss_jobs.types import (
+from mss_jobs.domain.units import (
     BatchSize,
     Channels,
     OverlapRatio,
-    PaddedChunkedAudioTensor,
     SampleRate,
     Seconds,
-    SeparatedChunkedTensor,
     StemName,
     WindowShape,
 )
+from mss_jobs.types import PaddedChunkedAudioTensor, SeparatedChunkedTensor
 
 __all__ = ["ChunkDefaults", "Separator"]
 

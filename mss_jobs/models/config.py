@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mss_jobs.domain.units import WindowShape
 from mss_jobs.errors import ConfigError
-from mss_jobs.models.config_base import ARCHITECTURES, Architecture, ModelConfig, WindowShape
+from mss_jobs.models.config_base import ARCHITECTURES, Architecture, ModelConfig
 from mss_jobs.models.config_msst import (
     config_from_msst,
     detect_msst_architecture,

@@ -13,6 +13,7 @@ from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mss_jobs.domain.units import WindowShape
 from mss_jobs.errors import ConfigError
 
 __all__ = [
@@ -21,14 +22,10 @@ __all__ = [
     "Architecture",
     "ModelConfig",
     "Section",
-    "WindowShape",
     "build_model_config",
 ]
 
 Architecture = Literal["bs_roformer", "mel_band_roformer", "mdx23c", "htdemucs"]
-WindowShape = Literal["hann", "hamming", "blackman", "bartlett", "rectangular"]
-"""`mss_jobs.types.WindowShape`, restated so this module stays torch-free (a test keeps the two
-equal)."""
 ARCHITECTURES: Final[tuple[Architecture, ...]] = get_args(Architecture)
 
 DEFAULT_SAMPLE_RATE: Final = 44100

@@ -17,13 +17,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, get_args
 
+from mss_jobs.domain.units import WindowShape
 from mss_jobs.errors import ConfigError
 from mss_jobs.models.config_base import (
     DEFAULT_SAMPLE_RATE,
     Architecture,
     ModelConfig,
     Section,
-    WindowShape,
     build_model_config,
 )
 from mss_jobs.models.config_msst import mdx23c_params

@@ -29,19 +29,10 @@ from typing import Final, get_args
 import torch
 
 from mss_jobs.core.spectral import StftParams, istft, stft
+from mss_jobs.domain.units import Channels, FftSize, HopLength, SampleRate, StemName, WindowShape
 from mss_jobs.errors import ConfigError
 from mss_jobs.models.base import ChunkDefaults
-from mss_jobs.types import (
-    Channels,
-    ComplexSpectrogram,
-    FftSize,
-    HopLength,
-    PaddedChunkedAudioTensor,
-    SampleRate,
-    SeparatedChunkedTensor,
-    StemName,
-    WindowShape,
-)
+from mss_jobs.types import ComplexSpectrogram, PaddedChunkedAudioTensor, SeparatedChunkedTensor
 
 __all__ = ["HpssConfig", "HpssSeparator", "create_hpss", "hpss_masks", "median_filter"]
 

@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from mss_jobs.domain.units import MIXTURE, Channels, SampleRate, StemName
 from mss_jobs.models.base import ChunkDefaults
-from mss_jobs.types import (
-    MIXTURE,
-    Channels,
-    PaddedChunkedAudioTensor,
-    SampleRate,
-    SeparatedChunkedTensor,
-    StemName,
-)
+from mss_jobs.types import PaddedChunkedAudioTensor, SeparatedChunkedTensor
 
 __all__ = ["IdentitySeparator"]
 

@@ -29,16 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from mss_jobs.domain.units import Channels, SampleRate, StemName
 from mss_jobs.errors import ConfigError
 from mss_jobs.models.base import ChunkDefaults
 from mss_jobs.models.config import ModelConfig
-from mss_jobs.types import (
-    Channels,
-    PaddedChunkedAudioTensor,
-    SampleRate,
-    SeparatedChunkedTensor,
-    StemName,
-)
+from mss_jobs.types import PaddedChunkedAudioTensor, SeparatedChunkedTensor
 
 __all__ = ["AUTOCAST_DTYPES", "NeuralSeparator", "StemBag", "chunk_defaults_of", "parse_dtype"]
 

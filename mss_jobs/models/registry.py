@@ -31,14 +31,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from mss_jobs.errors import ConfigError, UnknownModelError
+from mss_jobs.domain.units import StemName
+from mss_jobs.errors import CheckpointError, ConfigError, UnknownModelError
 from mss_jobs.models.base import Separator
 from mss_jobs.models.catalog import ModelKind
+from mss_jobs.models.checkpoints import load_state_dict
 from mss_jobs.models.config import Architecture, ModelConfig, load_model_config
 from mss_jobs.models.known import KNOWN_MODELS, KnownModel
 from mss_jobs.models.neural import NeuralSeparator, StemBag
-from mss_jobs.models.weights import CheckpointError, ModelStore, load_state_dict
-from mss_jobs.types import StemName
+from mss_jobs.models.weights import ModelStore
 
 if TYPE_CHECKING:
     from mss_jobs.models.nn.htdemucs import HTDemucsModel

@@ -41,7 +41,6 @@ from mss_jobs.errors import (
     ModelDownloadError,
     ModelUnavailableError,
 )
-from mss_jobs.models.checkpoints import CHECKPOINT_SUFFIXES, extract_state_dict, load_state_dict
 from mss_jobs.storage._files import CHUNK_SIZE, atomic_destination, hash_file
 
 if TYPE_CHECKING:
@@ -51,18 +50,12 @@ if TYPE_CHECKING:
     from mss_jobs.storage import ObjectStorage
 
 __all__ = [
-    "CHECKPOINT_SUFFIXES",
-    "CheckpointError",
-    "ModelDownloadError",
     "ModelStore",
-    "ModelUnavailableError",
     "ProgressCallback",
     "Resource",
     "S3Factory",
     "SourceKind",
     "cache_path",
-    "extract_state_dict",
-    "load_state_dict",
     "model_store_from_settings",
     "source_kind",
 ]

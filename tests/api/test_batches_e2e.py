@@ -46,8 +46,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker_harness import WorkerProcess, wav_bytes
 
 from mss_jobs.db import Job, make_engine, make_session_factory, transaction
-from mss_jobs.db.enums import BatchStatus, EventKind
 from mss_jobs.db.models import Batch, JobEvent, JobOutput
+from mss_jobs.domain.lifecycle import BatchStatus, EventKind
 from mss_jobs.storage import S3Storage, job_prefix
 
 pytestmark = pytest.mark.timeout(240)

@@ -15,8 +15,8 @@ from mss_jobs.api.errors import BrokerUnavailableError
 from mss_jobs.batches.dispatcher import Dispatcher
 from mss_jobs.batches.manifest import ManifestRow
 from mss_jobs.db import batches, jobs, make_engine, make_session_factory, migrate, transaction
-from mss_jobs.db.enums import BatchStatus, JobStatus
 from mss_jobs.db.models import Batch, Job
+from mss_jobs.domain.lifecycle import BatchStatus, JobStatus
 
 
 class FlakyQueue:

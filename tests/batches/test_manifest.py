@@ -25,8 +25,8 @@ from mss_jobs.batches.manifest import (
     read_json_rows,
     read_jsonl,
 )
+from mss_jobs.domain.params import parse_params
 from mss_jobs.errors import ConfigError, UnknownModelError
-from workers.params import parse_params
 
 TEMPLATE = JobTemplate.build(model="dsp-hpss", params={"format": "flac"}, priority=4)
 

@@ -7,13 +7,9 @@ import torch
 
 from mss_jobs.core.channels import ChannelAdapter
 from mss_jobs.core.pipeline import SeparationSettings, separate_tensor
+from mss_jobs.domain.units import StemName
 from mss_jobs.models.base import ChunkDefaults, Separator
-from mss_jobs.types import (
-    PaddedChunkedAudioTensor,
-    RawAudioTensor,
-    SeparatedChunkedTensor,
-    StemName,
-)
+from mss_jobs.types import PaddedChunkedAudioTensor, RawAudioTensor, SeparatedChunkedTensor
 
 LEFT_GAIN, RIGHT_GAIN = 1.0, 3.0
 

@@ -25,16 +25,11 @@ from mss_jobs.core.pipeline import (
     separate_stream,
     separate_tensor,
 )
+from mss_jobs.domain.units import StemName, WindowShape
 from mss_jobs.errors import ConfigError, DerivedStemsError, EmptyAudioError, NonFiniteAudioError
 from mss_jobs.models.base import ChunkDefaults
 from mss_jobs.models.identity import IdentitySeparator
-from mss_jobs.types import (
-    PaddedChunkedAudioTensor,
-    RawAudioTensor,
-    SeparatedChunkedTensor,
-    StemName,
-    WindowShape,
-)
+from mss_jobs.types import PaddedChunkedAudioTensor, RawAudioTensor, SeparatedChunkedTensor
 
 WINDOWS: tuple[WindowShape, ...] = get_args(WindowShape)
 PADDING_MODES: tuple[PaddingMode, ...] = get_args(PaddingMode)

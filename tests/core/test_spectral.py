@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mss_jobs.core.spectral import StftParams, istft, overlap_add_window, stft, stft_window
+from mss_jobs.domain.units import WindowShape
 from mss_jobs.errors import ConfigError
-from mss_jobs.types import WindowShape
 
 SHAPES: tuple[WindowShape, ...] = get_args(WindowShape)
 

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mss_jobs.batches.manifest import JobTemplate, ManifestRow, RowRejection, read_csv
 from mss_jobs.db import batches, jobs
-from mss_jobs.db.enums import BatchStatus, EventKind, JobStatus
 from mss_jobs.db.models import Batch, BatchRejection, Job, JobEvent, JobOutput
 from mss_jobs.db.session import transaction
+from mss_jobs.domain.lifecycle import BatchStatus, EventKind, JobStatus
 
 Sessions = sessionmaker[Session]
 Concurrently = Callable[[list[Callable[[], Any]]], list[Any]]

@@ -15,9 +15,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mss_jobs.db import jobs
-from mss_jobs.db.enums import EventKind, JobStatus
 from mss_jobs.db.models import Job, JobEvent, JobOutput
 from mss_jobs.db.session import transaction
+from mss_jobs.domain.lifecycle import EventKind, JobStatus
 from mss_jobs.errors import ConfigError
 
 Sessions = sessionmaker[Session]

@@ -16,9 +16,9 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mss_jobs.db import jobs
-from mss_jobs.db.enums import EventKind, JobStatus
 from mss_jobs.db.models import Job
 from mss_jobs.db.session import transaction
+from mss_jobs.domain.lifecycle import EventKind, JobStatus
 from mss_jobs.settings import Settings, load_settings
 from workers.reaper import Reaper, reap_once, stale_after
 

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mss_jobs.db import batches, jobs
-from mss_jobs.db.enums import EventKind, JobStatus
 from mss_jobs.db.models import Job, JobEvent
 from mss_jobs.db.results import (
     Deferred,
@@ -25,6 +24,7 @@ from mss_jobs.db.results import (
     record_input_and_decide,
 )
 from mss_jobs.db.session import transaction
+from mss_jobs.domain.lifecycle import EventKind, JobStatus
 
 Sessions = sessionmaker[Session]
 Concurrently = Callable[[list[Callable[[], Any]]], list[Any]]

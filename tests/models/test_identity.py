@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from mss_jobs.domain.units import MIXTURE
 from mss_jobs.models.base import Separator
 from mss_jobs.models.identity import IdentitySeparator
-from mss_jobs.types import MIXTURE, PaddedChunkedAudioTensor
+from mss_jobs.types import PaddedChunkedAudioTensor
 
 
 def test_identity_satisfies_the_separator_protocol() -> None:

@@ -10,10 +10,11 @@ from typing import Any, get_args
 import pytest
 import torch
 
+from mss_jobs.domain.units import WindowShape
+from mss_jobs.domain.units import WindowShape as CoreWindowShape
 from mss_jobs.errors import ConfigError
 from mss_jobs.models.config import (
     ModelConfig,
-    WindowShape,
     config_from_msst,
     detect_msst_architecture,
     load_model_config,
@@ -24,7 +25,6 @@ from mss_jobs.models.config import (
 from mss_jobs.models.nn.htdemucs import build_htdemucs
 from mss_jobs.models.nn.mdx23c import build_mdx23c
 from mss_jobs.models.nn.roformer import build_bs_roformer, build_mel_band_roformer
-from mss_jobs.types import WindowShape as CoreWindowShape
 
 SPLIFFT_CONFIGS = Path(__import__("splifft").__file__).parent / "data" / "config"
 

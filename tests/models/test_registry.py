@@ -19,7 +19,7 @@ from torch import nn
 
 from mss_jobs.core.pipeline import SeparationSettings
 from mss_jobs.demo import synthesize_demo
-from mss_jobs.errors import ConfigError, UnknownModelError
+from mss_jobs.errors import CheckpointError, ConfigError, ModelUnavailableError, UnknownModelError
 from mss_jobs.models import registry
 from mss_jobs.models.base import Separator
 from mss_jobs.models.catalog import get_model_info, is_available, list_model_infos
@@ -35,12 +35,7 @@ from mss_jobs.models.registry import (
     list_models,
     load_neural_model,
 )
-from mss_jobs.models.weights import (
-    CheckpointError,
-    ModelStore,
-    ModelUnavailableError,
-    cache_path,
-)
+from mss_jobs.models.weights import ModelStore, cache_path
 from mss_jobs.runner import FileSeparation, separate_file
 from mss_jobs.settings import load_settings
 from mss_jobs.types import PaddedChunkedAudioTensor

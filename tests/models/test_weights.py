@@ -17,16 +17,19 @@ import torch
 from real_services import moto_endpoint, new_bucket, s3_storage
 from safetensors.torch import save_file
 
-from mss_jobs.errors import ConfigError, PermanentError, TransientError
-from mss_jobs.models.weights import (
+from mss_jobs.errors import (
     CheckpointError,
+    ConfigError,
     ModelDownloadError,
-    ModelStore,
     ModelUnavailableError,
+    PermanentError,
+    TransientError,
+)
+from mss_jobs.models.checkpoints import extract_state_dict, load_state_dict
+from mss_jobs.models.weights import (
+    ModelStore,
     Resource,
     cache_path,
-    extract_state_dict,
-    load_state_dict,
     model_store_from_settings,
 )
 from mss_jobs.settings import load_settings

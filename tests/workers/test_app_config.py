@@ -7,7 +7,6 @@ import pytest
 from mss_jobs.errors import ConfigError
 from mss_jobs.settings import load_settings
 from workers.app import create_app
-from workers.params import parse_params
 from workers.tasks import SEPARATE_TASK, broker_priority
 
 
@@ -45,29 +44,3 @@ def test_urgent_jobs_get_the_redis_priority_served_first(priority: int, expected
 def test_priority_out_of_range_is_refused(priority: int) -> None:
     with pytest.raises(ValueError, match="priority"):
         broker_priority(priority)
-
-
-def test_params_accept_json_lists_and_defaults() -> None:
-    params = parse_params({"stems": ["vocals"], "derived": ["inst=mixture-vocals"], "overlap": 0})
-
-    assert params.stems == ("vocals",)
-    assert params.derived == ("inst=mixture-vocals",)
-    assert params.overlap == 0
-    assert params.output_spec().format == "flac"
-
-
-@pytest.mark.parametrize(
-    ("params", "named"),
-    [
-        ({"batch_size": "4"}, "batch_size"),
-        ({"overlap": 1.0}, "overlap"),
-        ({"format": "ogg"}, "format"),
-        ({"bit_depth": 8}, "bit_depth"),
-        ({"extra": True}, "extra"),
-    ],
-)
-def test_bad_params_are_a_config_error_naming_the_key(
-    params: dict[str, object], named: str
-) -> None:
-    with pytest.raises(ConfigError, match=named):
-        parse_params(params)

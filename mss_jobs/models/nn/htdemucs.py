@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from demucs.htdemucs import HTDemucs
 
+from mss_jobs.domain.units import BatchSize, OverlapRatio, StemName
 from mss_jobs.errors import ConfigError
 from mss_jobs.models.base import ChunkDefaults
-from mss_jobs.types import BatchSize, OverlapRatio, StemName
 
 __all__ = [
     "DEMUCS_CLASS",

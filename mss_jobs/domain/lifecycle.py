@@ -1,4 +1,6 @@
-"""The lifecycle vocabulary of jobs and batches: statuses and event kinds, stored as plain strings.
+"""The lifecycle vocabulary of jobs and batches: statuses, event kinds, lanes and priorities.
+
+Statuses and kinds are stored as plain strings in the database and carried as such by the API.
 
 A job:
 
@@ -13,7 +15,7 @@ A job:
 moves a bounded number of them to `queued` and publishes their ids (the broker never holds a
 whole catalog). A single job starts `queued`. A redelivered task may claim a `running` job again
 (worker crash); nothing leaves a terminal state except a retry. The transitions themselves live
-in `jobs.py` and `batches.py`, as SQL `WHERE` clauses, so that two processes cannot both apply
+in `mss_jobs.db`, as SQL `WHERE` clauses, so that two processes cannot both apply
 conflicting ones.
 
 A batch:
@@ -27,19 +29,32 @@ A batch:
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Final, Literal, get_args
 
 __all__ = [
     "ACTIVE_STATUSES",
-    "BATCH_LANES",
+    "DEFAULT_PRIORITY",
     "IN_FLIGHT_STATUSES",
+    "LANES",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "RETRYABLE_STATUSES",
     "TERMINAL_STATUSES",
-    "BatchLane",
     "BatchStatus",
     "EventKind",
     "JobStatus",
+    "Lane",
 ]
+
+Lane = Literal["interactive", "bulk"]
+"""The broker lane a job is published to: workers consume `interactive` before `bulk`. Single
+jobs default to `interactive`, batch jobs to `bulk`."""
+LANES: Final[tuple[Lane, ...]] = get_args(Lane)
+
+MIN_PRIORITY: Final = 0
+MAX_PRIORITY: Final = 9
+DEFAULT_PRIORITY: Final = 5
+"""Job priorities run 0..9, higher is more urgent (within a lane)."""
 
 
 class JobStatus(StrEnum):
@@ -77,11 +92,6 @@ class BatchStatus(StrEnum):
     cancelled one by one); failed jobs can still be retried, which makes it active again."""
     CANCELLED = "cancelled"
     """Cancelled by the client: its unfinished jobs were cancelled; final."""
-
-
-BatchLane = Literal["interactive", "bulk"]
-"""The broker lane a batch's jobs are published to (the API's `Lane`)."""
-BATCH_LANES: tuple[BatchLane, ...] = ("interactive", "bulk")
 
 
 class EventKind(StrEnum):
