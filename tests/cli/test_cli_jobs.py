@@ -137,8 +137,9 @@ def test_client_side_errors(embedded_env: Path, tmp_path: Path) -> None:
     assert code == 2
     assert "--no-wait needs" in stderr
 
+    # The service refuses the request as invalid: a usage error (exit 2), not a failed job.
     code, _, stderr = _invoke("submit", str(tmp_path / "a.wav"), "--model", "nope", "-q")
-    assert code == 1
+    assert code == 2
     assert "model.unknown" in stderr
 
     code, _, stderr = _invoke("worker")
@@ -290,5 +291,5 @@ def test_batch_and_client_usage_errors(embedded_env: Path, tmp_path: Path) -> No
     code, _, stderr = _invoke(
         "status", str(uuid.uuid4()), "--api", f"http://127.0.0.1:{_free_port()}"
     )
-    assert code == 1
+    assert code == 3  # service unavailable
     assert "api.unavailable: cannot reach the API" in stderr

@@ -1,35 +1,41 @@
-"""The `mss-jobs batch …` commands (bulk catalog processing) and `mss-jobs dispatcher`.
+"""`mss-jobs batch submit|status|report|cancel|retry`: bulk catalog processing over the API.
 
-Thin wiring over the batches API, through the same client and private-API machinery as
-`mss-jobs submit` (`mss_jobs.cli_jobs`).
+Through the same client and private-API machinery as `mss-jobs submit`.
 """
 
 from __future__ import annotations
 
-import json
-import sys
+import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from tqdm import tqdm
 
-from mss_jobs.cli_jobs import (
+from mss_jobs.cli._common import (
     api_client,
     api_option,
-    cli_errors,
-    cli_settings,
-    log_to_stderr,
+    fetched,
+    option,
+    output_options,
+    progress_bar,
     request_spec,
+    require_lasting_service,
 )
+from mss_jobs.cli.exit_codes import ExitCode, MssGroup
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from mss_jobs.api.batch_schemas import BatchOut
     from mss_jobs.client import JobsClient
 
-__all__ = ["COMMANDS"]
+__all__ = ["batch_group"]
+
+POLL_SECONDS = 2.0
 
 
-@click.group("batch")
+@click.group("batch", cls=MssGroup)
 def batch_group() -> None:
     """Bulk catalog processing: submit, follow, report, cancel, retry batches."""
 
@@ -38,31 +44,21 @@ def batch_group() -> None:
 @click.argument("source")
 @api_option
 @click.option("--key", default=None, help="Resubmission key: same key → same batch, no new work.")
-@click.option("--model", default=None, help="Model for every row (default: the service's).")
-@click.option("--stems", default=None, help="Comma-separated stems to keep (default all).")
-@click.option("--derive", multiple=True, metavar="NAME=A-B|A+B", help="Derived stem, repeatable.")
-@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "mp3"]), default=None)
-@click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default=None)
-@click.option("--sample-rate", type=click.IntRange(min=1), default=None)
-@click.option("--priority", type=click.IntRange(0, 9), default=None)
-@click.option("--queue", "lane", type=click.Choice(["interactive", "bulk"]), default=None)
+@option("model", help="Model for every row (default: the service's).")
+@output_options()
+@option("priority")
+@option("queue")
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=None)
-@click.option("--force", is_flag=True, help="Separate even when an identical result exists.")
+@option("force")
 @click.option("--ext", "extensions", multiple=True, help="S3 prefix: keep these extensions.")
 @click.option("--glob", default=None, help="S3 prefix: keep keys matching (after the prefix).")
 @click.option("--wait", is_flag=True, help="Follow the batch with a progress bar until done.")
-def batch_submit_cmd(
+def batch_submit(
     source: str,
     api_url: str | None,
-    fmt: str | None,
-    bit_depth: str | None,
-    stems: str | None,
-    derive: tuple[str, ...],
-    lane: str | None,
     extensions: tuple[str, ...],
     glob: str | None,
     wait: bool,
-    force: bool,
     **options: Any,
 ) -> None:
     """Submit SOURCE (manifest.csv | manifest.jsonl | s3://bucket/prefix/) as one batch.
@@ -70,29 +66,22 @@ def batch_submit_cmd(
     Prints the batch id; with --wait, follows it (done / failed / running, tracks per minute,
     ETA) and exits 1 if any row was rejected or any track failed.
     """
-    body = request_spec(
-        options,
-        fmt=fmt,
-        bit_depth=bit_depth,
-        stems=stems,
-        derive=derive,
-        lane=lane,
-        force=force,
-    )
     is_prefix = source.startswith("s3://")
     if is_prefix:
-        body.update({"extensions": list(extensions) or None, "glob": glob})
-        body = {k: v for k, v in body.items() if v is not None}
+        body = request_spec({**options, "extensions": extensions, "glob": glob})
     elif extensions or glob:
         raise click.UsageError("--ext and --glob filter an s3:// prefix, not a manifest")
     elif not Path(source).is_file():
         raise click.BadParameter(f"no such manifest: {source}", param_hint="SOURCE")
-    if not wait and not api_url and cli_settings().embedded:
-        raise click.UsageError(
+    else:
+        body = request_spec(options)
+    if not wait:
+        require_lasting_service(
+            api_url,
             "without --wait the batch needs a service that outlives this command: pass --api "
-            "URL (a running `mss-jobs api`) or set MSS_BROKER_URL, or add --wait"
+            "URL (a running `mss-jobs api`) or set MSS_BROKER_URL, or add --wait",
         )
-    with cli_errors(), api_client(api_url, run_jobs=True) as client:
+    with api_client(api_url, run_jobs=True) as client:
         batch = (
             client.submit_batch_prefix(source, body)
             if is_prefix
@@ -113,30 +102,28 @@ def batch_submit_cmd(
     click.echo(_batch_line(batch))
     if batch.counts.get("failed", 0) or batch.rows_rejected or batch.status == "cancelled":
         click.echo(f"see `mss-jobs batch report {batch.id}` for failed and rejected rows", err=True)
-        sys.exit(1)
+        raise click.exceptions.Exit(ExitCode.FAILED)
 
 
-def _follow(client: JobsClient, batch_id: Any, poll_seconds: float = 2.0) -> Any:
-    import time
-
+def _follow(client: JobsClient, batch_id: uuid.UUID) -> BatchOut:
     bar: tqdm[Any] | None = None
     try:
         while True:
             batch = client.batch(batch_id)
             if bar is None:
-                bar = tqdm(total=batch.total, unit="track", file=sys.stderr, leave=False)
+                bar = progress_bar(total=batch.total, unit="track")
             bar.total = batch.total
             bar.set_postfix_str(_pace(batch), refresh=False)
             bar.update(batch.finished - bar.n)
             if batch.status != "active":
                 return batch
-            time.sleep(poll_seconds)
+            time.sleep(POLL_SECONDS)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _pace(batch: Any) -> str:
+def _pace(batch: BatchOut) -> str:
     counts = batch.counts
     eta = "?" if batch.eta_seconds is None else f"{batch.eta_seconds / 60:.1f} min"
     return (
@@ -145,7 +132,7 @@ def _pace(batch: Any) -> str:
     )
 
 
-def _batch_line(batch: Any) -> str:
+def _batch_line(batch: BatchOut) -> str:
     return (
         f"batch {batch.id} {batch.status}: {batch.total} jobs, {_pace(batch)}, "
         f"{batch.rows_rejected} rows rejected"
@@ -155,13 +142,11 @@ def _batch_line(batch: Any) -> str:
 @batch_group.command("status")
 @click.argument("batch_id", type=click.UUID)
 @api_option
-@click.option("--json", "as_json", is_flag=True)
-def batch_status_cmd(batch_id: Any, api_url: str | None, as_json: bool) -> None:
+@option("json")
+def batch_status(batch_id: uuid.UUID, api_url: str | None, as_json: bool) -> None:
     """Show a batch: counts by status, progress, throughput, ETA."""
-    with cli_errors(), api_client(api_url, run_jobs=False) as client:
-        batch = client.batch(batch_id)
-    if as_json:
-        click.echo(json.dumps(batch.model_dump(mode="json"), indent=2))
+    batch = fetched(api_url, lambda client: client.batch(batch_id), as_json=as_json)
+    if batch is None:
         return
     click.echo(_batch_line(batch))
     click.echo("  " + "  ".join(f"{k} {v}" for k, v in batch.counts.items()))
@@ -180,10 +165,10 @@ def batch_status_cmd(batch_id: Any, api_url: str | None, as_json: bool) -> None:
     default=None,
     help="Default: batch-<id>.<format>",
 )
-def batch_report_cmd(batch_id: Any, api_url: str | None, fmt: str, output: Path | None) -> None:
+def batch_report(batch_id: uuid.UUID, api_url: str | None, fmt: str, output: Path | None) -> None:
     """Export the report: every line → status, error, stem URIs."""
     dest = output or Path(f"batch-{batch_id}.{fmt}")
-    with cli_errors(), api_client(api_url, run_jobs=False) as client:
+    with api_client(api_url, run_jobs=False) as client:
         client.download_report(batch_id, dest, fmt=fmt)
     click.echo(str(dest))
 
@@ -191,60 +176,17 @@ def batch_report_cmd(batch_id: Any, api_url: str | None, fmt: str, output: Path 
 @batch_group.command("cancel")
 @click.argument("batch_id", type=click.UUID)
 @api_option
-def batch_cancel_cmd(batch_id: Any, api_url: str | None) -> None:
+def batch_cancel(batch_id: uuid.UUID, api_url: str | None) -> None:
     """Cancel the batch and every unfinished job of it."""
-    with cli_errors(), api_client(api_url, run_jobs=False) as client:
+    with api_client(api_url, run_jobs=False) as client:
         click.echo(_batch_line(client.cancel_batch(batch_id)))
 
 
 @batch_group.command("retry")
 @click.argument("batch_id", type=click.UUID)
 @api_option
-def batch_retry_cmd(batch_id: Any, api_url: str | None) -> None:
+def batch_retry(batch_id: uuid.UUID, api_url: str | None) -> None:
     """Run the batch's failed jobs again."""
-    with cli_errors(), api_client(api_url, run_jobs=False) as client:
+    with api_client(api_url, run_jobs=False) as client:
         result = client.retry_batch(batch_id)
     click.echo(f"{result.retried} failed job(s) queued again; {_batch_line(result.batch)}")
-
-
-@click.command("dispatcher")
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Seconds between rounds (default MSS_DISPATCH_INTERVAL_SECONDS).",
-)
-def dispatcher_cmd(interval: float | None) -> None:
-    """Run the batch dispatcher alone (set MSS_RUN_DISPATCHER=false on the APIs then)."""
-    from datetime import timedelta
-
-    from mss_jobs.api.queue import CeleryJobQueue
-    from mss_jobs.batches.dispatcher import Dispatcher
-    from mss_jobs.db import make_engine, make_session_factory
-    from mss_jobs.db.migrate import ensure_current
-
-    settings = cli_settings()
-    if settings.embedded:
-        raise click.UsageError(
-            "the dispatcher needs MSS_BROKER_URL; embedded, `mss-jobs api` runs one"
-        )
-    log_to_stderr("INFO")
-    with cli_errors(with_code=False):
-        ensure_current(settings.database_url, upgrade_if_behind=False)
-    queue = CeleryJobQueue(settings)
-    dispatcher = Dispatcher(
-        make_session_factory(make_engine(settings.database_url)),
-        queue,
-        interval=interval or settings.dispatch_interval_seconds,
-        stale_after=timedelta(seconds=settings.dispatch_stale_seconds),
-    )
-    click.echo("dispatcher running (Ctrl-C stops it)", err=True)
-    try:
-        dispatcher.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        queue.close()
-
-
-COMMANDS: tuple[click.Command, ...] = (batch_group, dispatcher_cmd)
