@@ -13,7 +13,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from mss_jobs.db.models import Base
+from mss_jobs.db.schema import Base
 from mss_jobs.db.session import make_engine
 
 config = context.config

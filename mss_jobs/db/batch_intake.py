@@ -1,11 +1,16 @@
-"""Edge: a batch's intake — create it, add its rows as pending jobs or rejections, close it.
+"""Edge: a batch's intake — create it, add its rows as pending jobs or rejections, close it — and
+the rules every change of a batch shares: the batch row lock (its errors are `mss_jobs.errors`).
 
 Rows arrive as a stream (a manifest, an S3 listing) and become `pending` jobs in bulk, chunk by
-chunk, with `INSERT … ON CONFLICT (batch_id, batch_line) DO NOTHING`: reading the same manifest
-again (a resubmission, a resumed intake after a crash) inserts nothing twice, and the counters on
-the batch row count only what was inserted. Each function locks the batch row first, so callers
-should commit chunk by chunk: an open intake transaction holds it. Callers import these from
-`mss_jobs.db.batches`.
+chunk, with `INSERT … ON CONFLICT (batch_id, batch_line) DO NOTHING`
+(`job_intake.insert_batch_jobs`): reading the same manifest again (a resubmission, a resumed
+intake after a crash) inserts nothing twice, and the counters on the batch row count only what
+was inserted. Each function locks the batch row first, so callers should commit chunk by chunk:
+an open intake transaction holds it.
+
+Every change of a batch (here and in `batch_dispatch.py`) follows the same rules: lock the batch
+row first (`lock_batch`, `find_and_lock_batch`), stamp `updated_at` with every change of it
+(`update_batch`), and write many rows per statement (`session.insert_rows`).
 """
 
 from __future__ import annotations
@@ -16,45 +21,61 @@ from itertools import islice
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mss_jobs.db.batch_queries import get_batch
-from mss_jobs.db.batch_writes import (
-    CHUNK_SIZE,
-    BatchKeyConflictError,
-    BatchStateError,
-    lock_batch,
-    table_of,
-    update_batch,
-)
-from mss_jobs.db.bulk import BatchRow, insert_batch_jobs, insert_rows
-from mss_jobs.db.jobs import params_hash
-from mss_jobs.db.models import (
+from mss_jobs.db.job_intake import BatchRow, check_priority, insert_batch_jobs, params_hash
+from mss_jobs.db.schema import (
     DEFAULT_MAX_IN_FLIGHT,
     MAX_MAX_IN_FLIGHT,
     Batch,
     BatchRejection,
+    table_of,
     utcnow,
 )
-from mss_jobs.domain.lifecycle import (
-    DEFAULT_PRIORITY,
-    LANES,
-    MAX_PRIORITY,
-    MIN_PRIORITY,
-    BatchStatus,
-    Lane,
-)
+from mss_jobs.db.session import insert_rows, insert_unless_taken
+from mss_jobs.domain.lifecycle import DEFAULT_PRIORITY, LANES, BatchStatus, Lane
+from mss_jobs.errors import BatchKeyConflictError, BatchNotFoundError, BatchStateError
 
 __all__ = [
+    "CHUNK_SIZE",
     "RejectedRow",
     "add_jobs",
     "add_rejections",
     "create_batch",
+    "find_and_lock_batch",
     "finish_intake",
+    "lock_batch",
+    "update_batch",
 ]
 
 T = TypeVar("T")
+
+CHUNK_SIZE = 1000
+"""Rows per bulk statement: large enough to amortize a round trip, small enough to bound memory
+and to stay under SQLite's limit on bound parameters."""
+
+
+def lock_batch(session: Session, batch_id: uuid.UUID) -> Batch:
+    """`find_and_lock_batch`, raising `BatchNotFoundError` for an unknown batch."""
+    batch = find_and_lock_batch(session, batch_id)
+    if batch is None:
+        raise BatchNotFoundError(f"no batch {batch_id}")
+    return batch
+
+
+def find_and_lock_batch(session: Session, batch_id: uuid.UUID) -> Batch | None:
+    """The batch row, locked until the transaction ends (PostgreSQL; SQLite has one writer)."""
+    return session.scalars(
+        select(Batch)
+        .where(Batch.id == batch_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def update_batch(session: Session, batch_id: uuid.UUID, **values: Any) -> None:
+    session.execute(update(Batch).where(Batch.id == batch_id).values(updated_at=utcnow(), **values))
 
 
 class RejectedRow(Protocol):
@@ -88,12 +109,12 @@ def create_batch(
     existing batch is returned whatever its status (a cancelled one too). The same key with a
     different model, params, source or force flag raises `BatchKeyConflictError`; lane,
     priority and `max_in_flight` are scheduling, not identity, so the existing batch keeps its
-    own. Race-safe like `jobs.create_job`: of two concurrent creations with one key, the loser
+    own. Race-safe like `job_intake.create_job`: of two concurrent creations with one key, the loser
     rolls back to a savepoint and returns the winner's row.
     """
     if lane not in LANES:
         raise ValueError(f"{lane=} must be one of {LANES}")
-    _check_priority(priority)
+    check_priority(priority)
     if not 1 <= max_in_flight <= MAX_MAX_IN_FLIGHT:
         raise ValueError(f"{max_in_flight=} must be in [1, {MAX_MAX_IN_FLIGHT}]")
     now = utcnow()
@@ -114,22 +135,22 @@ def create_batch(
         created_at=now,
         updated_at=now,
     )
-    if batch_key is None:
+
+    def insert() -> None:
         session.add(batch)
         session.flush()
+
+    if batch_key is None:
+        insert()
         return batch, True
-    existing = _by_key(session, batch_key)
+    key = batch_key
+    existing = insert_unless_taken(
+        session,
+        insert=insert,
+        find=lambda: session.scalars(select(Batch).where(Batch.batch_key == key)).one_or_none(),
+    )
     if existing is None:
-        try:
-            with session.begin_nested():
-                session.add(batch)
-                session.flush()
-        except IntegrityError:
-            existing = _by_key(session, batch_key)
-            if existing is None:  # the violation was not about the key
-                raise
-        else:
-            return batch, True
+        return batch, True
     same = (
         existing.model == batch.model
         and existing.params_hash == batch.params_hash
@@ -142,10 +163,6 @@ def create_batch(
             "with a different model, params, source or force flag"
         )
     return existing, False
-
-
-def _by_key(session: Session, key: str) -> Batch | None:
-    return session.scalars(select(Batch).where(Batch.batch_key == key)).one_or_none()
 
 
 def add_jobs(
@@ -183,7 +200,7 @@ def add_jobs(
 
 
 def _check_row(row: BatchRow) -> None:
-    _check_priority(row.priority)
+    check_priority(row.priority)
     if row.line < 1:
         raise ValueError(f"line {row.line} must be ≥ 1")
 
@@ -238,8 +255,3 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
-
-
-def _check_priority(priority: int) -> None:
-    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        raise ValueError(f"{priority=} must be in [{MIN_PRIORITY}, {MAX_PRIORITY}]")

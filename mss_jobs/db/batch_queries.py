@@ -18,7 +18,7 @@ from typing import Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mss_jobs.db.models import Batch, BatchRejection, Job, JobOutput, utcnow
+from mss_jobs.db.schema import Batch, BatchRejection, Job, JobOutput, utcnow
 from mss_jobs.domain.lifecycle import IN_FLIGHT_STATUSES, JobStatus
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "count_in_flight",
     "get_batch",
     "iter_report",
+    "job_line",
     "list_batch_jobs",
 ]
 
@@ -171,7 +172,7 @@ def list_batch_jobs(
     if len(jobs) <= limit:
         return jobs, None
     page = jobs[:limit]
-    return page, _line(page[-1].batch_line)
+    return page, job_line(page[-1].batch_line)
 
 
 def iter_report(
@@ -221,7 +222,7 @@ def _report_jobs(session: Session, batch_id: uuid.UUID, chunk_size: int) -> Iter
         for row in page:
             own = stems.get(row.id)
             yield ReportRow(
-                line=_line(row.batch_line),
+                line=job_line(row.batch_line),
                 input=row.input_uri,
                 status=row.status,
                 job_id=row.id,
@@ -230,7 +231,7 @@ def _report_jobs(session: Session, batch_id: uuid.UUID, chunk_size: int) -> Iter
                 error_message=row.error_message,
                 outputs=own or (stems.get(row.reused_from, {}) if row.reused_from else {}),
             )
-        after = _line(page[-1].batch_line)
+        after = job_line(page[-1].batch_line)
 
 
 def _report_rejections(
@@ -262,6 +263,7 @@ def _report_rejections(
         after = page[-1].line
 
 
-def _line(line: int | None) -> int:
+def job_line(line: int | None) -> int:
+    """A batch job's `batch_line`, typed as present (it always is)."""
     assert line is not None, "batch jobs always have a line"
     return line

@@ -2,15 +2,16 @@
 deaths, the retry requeue, the reaper and the hand-back of stale batch jobs.
 
 Recovery: a worker that dies leaves its job `running`. If the broker redelivers the task, the
-next worker re-claims it (`Reclaim.REDELIVERY` in `jobs.py`, a `redelivered` event per death)
+next worker re-claims it (`Reclaim.REDELIVERY` in `job_transitions.py`, a `redelivered` event per
+death)
 until `give_up_after_worker_deaths` decides it has killed enough workers; if nothing redelivers it
 (the hard time limit acknowledges the message it kills), `reap_stale_jobs` fails it once nothing
 has written to it for longer than any live attempt could stay silent. A transient error puts the
 job back to `queued` (`requeue_for_retry`) while Celery's retry waits, so `running` always means
 a worker is on it.
 
-Same rules as `jobs.py` (which re-exports everything here): each change is one guarded UPDATE
-(`transitions.transition`) plus a `job_events` row; functions take an open session and never
+Same rules as `job_transitions.py`: each change is one guarded UPDATE
+(`job_transitions.transition`) plus a `job_events` row; functions take an open session and never
 commit.
 """
 
@@ -19,15 +20,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ScalarSelect, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mss_jobs.db.models import Job, JobEvent, utcnow
-from mss_jobs.db.transitions import log_event, transition
+from mss_jobs.db.job_queries import count_since_finished, since_finished
+from mss_jobs.db.job_transitions import failed_values, log_event, transition
+from mss_jobs.db.schema import Job, utcnow
 from mss_jobs.domain.lifecycle import EventKind, JobStatus
 
 __all__ = [
-    "TERMINAL_EVENTS",
     "give_up_after_worker_deaths",
     "hand_back_stale_batch_jobs",
     "reap_stale_jobs",
@@ -36,33 +37,10 @@ __all__ = [
 ]
 
 
-TERMINAL_EVENTS = (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED)
-"""The events that end a run of the job: worker deaths before the latest one do not count."""
-
-
-def _deaths_since_finished(job_id: uuid.UUID) -> ScalarSelect[int]:
-    """Redelivered events after the job's last terminal event: its worker deaths this run."""
-    last_end = (
-        select(func.coalesce(func.max(JobEvent.id), 0))
-        .where(JobEvent.job_id == job_id, JobEvent.kind.in_(TERMINAL_EVENTS))
-        .scalar_subquery()
-    )
-    return (
-        select(func.count())
-        .select_from(JobEvent)
-        .where(
-            JobEvent.job_id == job_id,
-            JobEvent.kind == EventKind.REDELIVERED,
-            JobEvent.id > last_end,
-        )
-        .scalar_subquery()
-    )
-
-
 def worker_deaths(session: Session, *, job_id: uuid.UUID) -> int:
     """How many workers died running the job since it last finished (its `redelivered` events
     after the latest succeeded/failed/cancelled one), not counting a death not yet redelivered."""
-    return int(session.execute(select(_deaths_since_finished(job_id))).scalar_one())
+    return count_since_finished(session, job_id=job_id, kind=EventKind.REDELIVERED)
 
 
 def give_up_after_worker_deaths(
@@ -76,8 +54,7 @@ def give_up_after_worker_deaths(
     redelivered before any worker claimed it did not kill one). The count is re-checked inside
     the guarded UPDATE, so a concurrent claim cannot slip between the count and the write.
     """
-    if max_deaths < 1:
-        raise ValueError(f"{max_deaths=} must be at least 1")
+    _check_max_deaths(max_deaths)
     deaths = worker_deaths(session, job_id=job_id) + 1
     if deaths < max_deaths:
         return None
@@ -85,23 +62,16 @@ def give_up_after_worker_deaths(
         f"the worker died {deaths} times while running this job (the limit is {max_deaths}); "
         "not run again — the input may need more memory than a worker has"
     )
-    job = transition(
+    return transition(
         session,
         job_id=job_id,
         from_statuses=[JobStatus.RUNNING],
-        values={
-            "status": JobStatus.FAILED,
-            "error_code": code,
-            "error_message": message,
-            "finished_at": utcnow(),
-        },
-        also=[_deaths_since_finished(job_id) >= max_deaths - 1],
+        values=failed_values(code, message),
+        also=[since_finished(job_id, EventKind.REDELIVERED) >= max_deaths - 1],
+        event=EventKind.FAILED,
+        message=message,
+        detail={"code": code, "deaths": deaths},
     )
-    if job is not None:
-        log_event(
-            session, job, EventKind.FAILED, message=message, detail={"code": code, "deaths": deaths}
-        )
-    return job
 
 
 def requeue_for_retry(
@@ -120,17 +90,16 @@ def requeue_for_retry(
     retry's claim adds one). Logged as a `retried` event whose detail names the error, so the
     history shows why the job ran again.
     """
-    job = transition(
+    return transition(
         session,
         job_id=job_id,
         from_statuses=[JobStatus.RUNNING],
         attempt=attempt,
         values={"status": JobStatus.QUEUED, "progress": 0.0, "stage": None},
+        event=EventKind.RETRIED,
+        message=message,
+        detail={"code": code, "retry": retry, "max_retries": max_retries},
     )
-    if job is not None:
-        detail = {"code": code, "retry": retry, "max_retries": max_retries}
-        log_event(session, job, EventKind.RETRIED, message=message, detail=detail)
-    return job
 
 
 def reap_stale_jobs(
@@ -144,19 +113,12 @@ def reap_stale_jobs(
     later UPDATE re-checks `status` after the earlier commits; SQLite serializes writers. Each
     reaped job gets a `failed` event. Returns the reaped ids.
     """
-    if stale_before.utcoffset() is None:
-        raise ValueError(f"naive {stale_before=}: pass an aware (UTC) datetime")
+    _check_aware(stale_before)
     now = utcnow()
     statement = (
         update(Job)
         .where(Job.status == JobStatus.RUNNING, Job.updated_at < stale_before)
-        .values(
-            status=JobStatus.FAILED,
-            error_code=code,
-            error_message=message,
-            finished_at=now,
-            updated_at=now,
-        )
+        .values(**failed_values(code, message, at=now), updated_at=now)
         .returning(Job)
         .execution_options(populate_existing=True, synchronize_session=False)
     )
@@ -180,10 +142,8 @@ def hand_back_stale_batch_jobs(
     they fail, and `POST /v1/jobs/{id}/retry` runs them again. Call it before
     `reap_stale_jobs`, with the same cutoff.
     """
-    if stale_before.utcoffset() is None:
-        raise ValueError(f"naive {stale_before=}: pass an aware (UTC) datetime")
-    if max_deaths < 1:
-        raise ValueError(f"{max_deaths=} must be at least 1")
+    _check_aware(stale_before)
+    _check_max_deaths(max_deaths)
     stale = session.scalars(
         select(Job.id)
         .where(
@@ -210,14 +170,19 @@ def hand_back_stale_batch_jobs(
                 "progress": 0.0,
                 "stage": None,
             },
-        )
-        if job is None:
-            continue
-        handed_back.append(job)
-        log_event(
-            session,
-            job,
-            EventKind.REDELIVERED,
+            event=EventKind.REDELIVERED,
             message="the worker was lost and no redelivery came; handed back to the batch",
         )
+        if job is not None:
+            handed_back.append(job)
     return [job.id for job in handed_back]
+
+
+def _check_aware(stale_before: datetime) -> None:
+    if stale_before.utcoffset() is None:
+        raise ValueError(f"naive {stale_before=}: pass an aware (UTC) datetime")
+
+
+def _check_max_deaths(max_deaths: int) -> None:
+    if max_deaths < 1:
+        raise ValueError(f"{max_deaths=} must be at least 1")

@@ -37,14 +37,12 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import case, exists, func, literal, null, select, text
+from sqlalchemy import case, exists, literal, null, select, text
 from sqlalchemy.orm import Session, aliased
 
-from mss_jobs.db.jobs import record_input
-from mss_jobs.db.models import Job, JobEvent, JobOutput, UtcDateTime, utcnow
-from mss_jobs.db.outputs import list_outputs
-from mss_jobs.db.recovery import TERMINAL_EVENTS
-from mss_jobs.db.transitions import log_event, transition
+from mss_jobs.db.job_queries import count_since_finished, list_outputs
+from mss_jobs.db.job_transitions import log_event, record_input, transition
+from mss_jobs.db.schema import Job, JobOutput, UtcDateTime, utcnow
 from mss_jobs.domain.lifecycle import EventKind, JobStatus
 
 __all__ = [
@@ -207,7 +205,7 @@ def defer_job(
     )
     if job is None:
         return None
-    deferrals = _deferrals_since_finished(session, job_id) + 1
+    deferrals = count_since_finished(session, job_id=job_id, kind=EventKind.DEFERRED) + 1
     message = f"job {twin} with the same input, model and params is running; waiting for it"
     log_event(
         session,
@@ -217,24 +215,6 @@ def defer_job(
         detail={"twin": str(twin), "deferrals": deferrals},
     )
     return Deferred(twin=twin, deferrals=deferrals)
-
-
-def _deferrals_since_finished(session: Session, job_id: uuid.UUID) -> int:
-    last_end = (
-        select(func.coalesce(func.max(JobEvent.id), 0))
-        .where(JobEvent.job_id == job_id, JobEvent.kind.in_(TERMINAL_EVENTS))
-        .scalar_subquery()
-    )
-    query = (
-        select(func.count())
-        .select_from(JobEvent)
-        .where(
-            JobEvent.job_id == job_id,
-            JobEvent.kind == EventKind.DEFERRED,
-            JobEvent.id > last_end,
-        )
-    )
-    return int(session.execute(query).scalar_one())
 
 
 def mark_reused(
@@ -260,10 +240,11 @@ def mark_reused(
             "finished_at": utcnow(),
             "reused_from": still_there,
         },
+        event=EventKind.REUSED,
+        message=f"reused the outputs of job {source}; the model did not run",
+        detail={"source": str(source)},
     )
     if job is not None:
-        message = f"reused the outputs of job {source}; the model did not run"
-        log_event(session, job, EventKind.REUSED, message=message, detail={"source": str(source)})
         log_event(session, job, EventKind.SUCCEEDED)
     return job
 

@@ -12,7 +12,8 @@ PostgreSQL; enums are VARCHAR (+ a CHECK for the status), never a native ENUM ty
 value is a plain migration; every timestamp is timezone-aware UTC in Python (`UtcDateTime`), which
 is also how SQLite, lacking time zones, stores it. Children cascade in the database (`ON DELETE
 CASCADE`), so deleting a job is one statement. `migrations/versions` must create exactly this
-schema; `tests/db/test_migrations.py` compares the two.
+schema; `tests/db/test_migrations.py` compares the two. `table_of` gives a class's Core `Table`
+for the bulk statements that bypass the ORM.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -62,6 +64,7 @@ __all__ = [
     "JobEvent",
     "JobOutput",
     "UtcDateTime",
+    "table_of",
     "utcnow",
 ]
 
@@ -119,6 +122,22 @@ def _enum_values(enum_class: type[JobStatus] | type[EventKind] | type[BatchStatu
     return [member.value for member in enum_class]
 
 
+def _string_enum(
+    enum_class: type[JobStatus] | type[EventKind] | type[BatchStatus], *, name: str, length: int
+) -> Enum:
+    """An enum column stored as VARCHAR by value, never a native ENUM type; its CHECK, where it
+    has one, is declared by name in `__table_args__` (portable and explicit)."""
+    return Enum(
+        enum_class,
+        name=name,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=_enum_values,
+        validate_strings=True,
+    )
+
+
 def _one_of(column: str, values: list[str] | tuple[str, ...]) -> str:
     """A portable CHECK expression `column IN ('a', 'b')`."""
     return "{} IN ({})".format(column, ", ".join(f"'{value}'" for value in values))
@@ -140,21 +159,13 @@ class Job(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     status: Mapped[JobStatus] = mapped_column(
-        Enum(
-            JobStatus,
-            name="job_status",
-            native_enum=False,
-            create_constraint=False,  # the named CHECK below is portable and explicit
-            length=16,
-            values_callable=_enum_values,
-            validate_strings=True,
-        ),
-        default=JobStatus.QUEUED,
+        _string_enum(JobStatus, name="job_status", length=16), default=JobStatus.QUEUED
     )
     model: Mapped[str] = mapped_column(String(128))
     params: Mapped[dict[str, Any]]
     params_hash: Mapped[str] = mapped_column(String(64))
-    """sha256 of the canonical JSON of the effective params (`jobs.params_hash`): dedup key."""
+    """sha256 of the canonical JSON of the effective params (`job_transitions.params_hash`): the
+    dedup key."""
 
     input_uri: Mapped[str] = mapped_column(Text)
     input_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -274,17 +285,7 @@ class JobEvent(Base):
     id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(default=utcnow)
-    kind: Mapped[EventKind] = mapped_column(
-        Enum(
-            EventKind,
-            name="event_kind",
-            native_enum=False,
-            create_constraint=False,
-            length=32,
-            values_callable=_enum_values,
-            validate_strings=True,
-        )
-    )
+    kind: Mapped[EventKind] = mapped_column(_string_enum(EventKind, name="event_kind", length=32))
     attempt: Mapped[int]
     worker: Mapped[str | None] = mapped_column(String(255))
     message: Mapped[str | None] = mapped_column(Text)
@@ -310,16 +311,7 @@ class Batch(Base):
     batch_key: Mapped[str | None] = mapped_column(String(255))
     """The client's resubmission key: the same key and spec return this batch again."""
     status: Mapped[BatchStatus] = mapped_column(
-        Enum(
-            BatchStatus,
-            name="batch_status",
-            native_enum=False,
-            create_constraint=False,
-            length=16,
-            values_callable=_enum_values,
-            validate_strings=True,
-        ),
-        default=BatchStatus.ACTIVE,
+        _string_enum(BatchStatus, name="batch_status", length=16), default=BatchStatus.ACTIVE
     )
     model: Mapped[str] = mapped_column(String(128))
     params: Mapped[dict[str, Any]]
@@ -373,3 +365,10 @@ class BatchRejection(Base):
 
     def __repr__(self) -> str:
         return f"BatchRejection(batch_id={self.batch_id}, line={self.line}, code={self.code!r})"
+
+
+def table_of(entity: type[Any]) -> Table:
+    """The Core `Table` of a mapped class, for statements that bypass the ORM."""
+    table = entity.__table__
+    assert isinstance(table, Table)
+    return table

@@ -1,8 +1,11 @@
-"""Edge: read-only queries over jobs — one job, a filtered page of jobs, a job's history, dedup.
+"""Edge: read-only queries over jobs — one job, a filtered page of jobs, a job's history and
+outputs, dedup, and the events since a job last finished.
 
 Listing is keyset-paginated on (created_at, id), newest first, with an opaque cursor: a page costs
 an index range scan however deep it is, and jobs created meanwhile never shift or repeat the pages
-after a cursor.
+after a cursor. `since_finished` counts a kind of event in the current run of a job (worker deaths
+for `recovery.py`, deferrals for `results.py`); it is a subquery, so a guarded UPDATE can re-check
+it.
 """
 
 from __future__ import annotations
@@ -13,21 +16,25 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import ScalarSelect, func, select, tuple_
 from sqlalchemy.orm import Session
 
-from mss_jobs.db.models import Job, JobEvent
-from mss_jobs.domain.lifecycle import JobStatus
+from mss_jobs.db.schema import Job, JobEvent, JobOutput
+from mss_jobs.domain.lifecycle import EventKind, JobStatus
 from mss_jobs.errors import ConfigError
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "TERMINAL_EVENTS",
+    "count_since_finished",
     "decode_cursor",
     "encode_cursor",
     "find_duplicate",
     "get_job",
     "list_events",
     "list_jobs",
+    "list_outputs",
+    "since_finished",
 ]
 
 MAX_PAGE_SIZE = 1000
@@ -40,6 +47,36 @@ def get_job(session: Session, *, job_id: uuid.UUID) -> Job | None:
 def list_events(session: Session, *, job_id: uuid.UUID) -> list[JobEvent]:
     query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
     return list(session.scalars(query))
+
+
+def list_outputs(session: Session, *, job_id: uuid.UUID) -> list[JobOutput]:
+    query = select(JobOutput).where(JobOutput.job_id == job_id).order_by(JobOutput.stem)
+    return list(session.scalars(query))
+
+
+TERMINAL_EVENTS = (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED)
+"""The events that end a run of the job: events before the latest one belong to earlier runs."""
+
+
+def since_finished(job_id: uuid.UUID, kind: EventKind) -> ScalarSelect[int]:
+    """How many `kind` events the job has after its last terminal event (this run's), as a
+    scalar subquery."""
+    last_end = (
+        select(func.coalesce(func.max(JobEvent.id), 0))
+        .where(JobEvent.job_id == job_id, JobEvent.kind.in_(TERMINAL_EVENTS))
+        .scalar_subquery()
+    )
+    return (
+        select(func.count())
+        .select_from(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.kind == kind, JobEvent.id > last_end)
+        .scalar_subquery()
+    )
+
+
+def count_since_finished(session: Session, *, job_id: uuid.UUID, kind: EventKind) -> int:
+    """`since_finished`, counted now."""
+    return int(session.execute(select(since_finished(job_id, kind))).scalar_one())
 
 
 def find_duplicate(
