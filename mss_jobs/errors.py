@@ -14,16 +14,31 @@ and a human message that names the offending value. Errors are split by what a c
     │   │   └── AudioTooLongError         audio.too_long
     │   ├── ConfigError           a request or setting is invalid      config.invalid
     │   │   ├── UnknownModelError         model.unknown
-    │   │   └── DerivedStemsError         config.derived_stems
+    │   │   ├── DerivedStemsError         config.derived_stems
+    │   │   ├── ManifestError             manifest.invalid      (no header, unknown columns)
+    │   │   └── BatchKeyConflictError     batch.key_conflict    (a batch key reused)
     │   ├── ModelUnavailableError model files missing, not fetchable   model.unavailable
     │   ├── CheckpointError       a model file is unusable             model.checkpoint_invalid
     │   │                         (unreadable, unsafe pickle, checksum or key mismatch)
     │   ├── OutputError           a stem could not be encoded/written  output.write_failed
-    │   └── StorageError          object storage refused for good      storage.failed
-    │                             (missing bucket, access denied, bad credentials, bad request)
+    │   ├── StorageError          object storage refused for good      storage.failed
+    │   │                         (missing bucket, access denied, bad credentials, bad request)
+    │   ├── JobNotFoundError      no such job                          job.not_found
+    │   ├── OutputNotFoundError   the job has no such stem (yet)       output.not_found
+    │   ├── JobStateConflictError the job's state forbids the change   job.state_conflict
+    │   ├── IdempotencyConflictError  a key reused for another request idempotency.conflict
+    │   ├── UploadTooLargeError   an upload over the size limit        upload.too_large
+    │   ├── BatchNotFoundError    no such batch                        batch.not_found
+    │   ├── BatchStateError       the batch's state forbids the change batch.state_conflict
+    │   └── ApiError              the API answered with an error       api.error
+    │                             (`code` and `status` are the server's answer)
     └── TransientError            worth retrying with backoff (network, storage, database, broker)
         ├── StorageUnavailableError       storage.unavailable   (unreachable, throttled, 5xx)
-        └── ModelDownloadError            model.download_failed (timeout, reset, 5xx, 429)
+        ├── ModelDownloadError            model.download_failed (timeout, reset, 5xx, 429)
+        ├── BrokerUnavailableError        broker.unavailable    (cannot publish a job)
+        └── ApiUnavailableError           api.unavailable       (the API cannot be reached)
+
+The HTTP status each error is answered with is the API's business (`mss_jobs.api.errors`).
 
 Foreign exceptions (soundfile, PyAV, boto3, SQLAlchemy …) are mapped to this tree at the edge
 that calls them: `raise AudioDecodeError(msg) from exc`.
@@ -32,25 +47,37 @@ that calls them: `raise AudioDecodeError(msg) from exc`.
 from __future__ import annotations
 
 __all__ = [
+    "ApiError",
+    "ApiUnavailableError",
     "AudioDecodeError",
     "AudioTooLongError",
+    "BatchKeyConflictError",
+    "BatchNotFoundError",
+    "BatchStateError",
+    "BrokerUnavailableError",
     "CheckpointError",
     "ConfigError",
     "DerivedStemsError",
     "EmptyAudioError",
+    "IdempotencyConflictError",
     "InputError",
     "InputNotFoundError",
+    "JobNotFoundError",
+    "JobStateConflictError",
+    "ManifestError",
     "ModelDownloadError",
     "ModelUnavailableError",
     "MssError",
     "NonFiniteAudioError",
     "OutputError",
+    "OutputNotFoundError",
     "PermanentError",
     "StorageError",
     "StorageUnavailableError",
     "TransientError",
     "UnknownModelError",
     "UnsupportedFormatError",
+    "UploadTooLargeError",
 ]
 
 
@@ -119,6 +146,18 @@ class DerivedStemsError(ConfigError):
     code = "config.derived_stems"
 
 
+class ManifestError(ConfigError):
+    """A batch manifest as a whole cannot be read (no header, unknown or missing columns)."""
+
+    code = "manifest.invalid"
+
+
+class BatchKeyConflictError(ConfigError):
+    """A batch key was reused for a different batch (model, params, source or force differ)."""
+
+    code = "batch.key_conflict"
+
+
 class OutputError(PermanentError):
     code = "output.write_failed"
 
@@ -156,3 +195,66 @@ class CheckpointError(PermanentError):
     """A model file is unusable: unreadable, an unsafe pickle, a checksum or key mismatch."""
 
     code = "model.checkpoint_invalid"
+
+
+# -- jobs and batches ---------------------------------------------------------------------------
+
+
+class JobNotFoundError(PermanentError):
+    code = "job.not_found"
+
+
+class OutputNotFoundError(PermanentError):
+    """The job exists but has no such stem (not finished yet, or never asked for)."""
+
+    code = "output.not_found"
+
+
+class JobStateConflictError(PermanentError):
+    """The job is in a state the requested transition does not start from."""
+
+    code = "job.state_conflict"
+
+
+class IdempotencyConflictError(PermanentError):
+    """An idempotency key was reused for a different request."""
+
+    code = "idempotency.conflict"
+
+
+class UploadTooLargeError(PermanentError):
+    code = "upload.too_large"
+
+
+class BatchNotFoundError(PermanentError):
+    code = "batch.not_found"
+
+
+class BatchStateError(PermanentError):
+    """The batch is in a state the requested operation does not apply to (e.g. cancelled)."""
+
+    code = "batch.state_conflict"
+
+
+class BrokerUnavailableError(TransientError):
+    """The broker cannot be reached to publish a job."""
+
+    code = "broker.unavailable"
+
+
+# -- the API client -----------------------------------------------------------------------------
+
+
+class ApiError(PermanentError):
+    """The API answered with an error; `code` and the message are the server's."""
+
+    code = "api.error"
+
+    def __init__(self, message: str, *, code: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class ApiUnavailableError(TransientError):
+    code = "api.unavailable"

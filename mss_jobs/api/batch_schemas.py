@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mss_jobs.api.schemas import JobOut, JobSpec
-from mss_jobs.db.models import DEFAULT_MAX_IN_FLIGHT, MAX_MAX_IN_FLIGHT
+from mss_jobs.db.schema import DEFAULT_MAX_IN_FLIGHT, MAX_MAX_IN_FLIGHT
 from mss_jobs.domain.lifecycle import BatchStatus, Lane
 
 __all__ = [

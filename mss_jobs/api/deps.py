@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from mss_jobs.api.queue import JobQueue
+from mss_jobs.queueing import JobQueue
 from mss_jobs.settings import Settings
 from mss_jobs.storage import ObjectStorage
 

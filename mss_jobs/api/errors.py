@@ -1,71 +1,35 @@
-"""Errors only the HTTP API raises, and the HTTP status of every `MssError`.
+"""The HTTP status of every `MssError` the API answers with (the classes are `mss_jobs.errors`).
 
-MssError
-├── PermanentError
-│   ├── JobNotFoundError          job.not_found          404
-│   ├── BatchNotFoundError        batch.not_found        404   (mss_jobs.db.batches)
-│   ├── BatchKeyConflictError     batch.key_conflict     409   (mss_jobs.db.batches)
-│   ├── BatchStateError           batch.state_conflict   409   (mss_jobs.db.batches)
-│   ├── OutputNotFoundError       output.not_found       404
-│   ├── JobStateConflictError     job.state_conflict     409
-│   ├── IdempotencyConflictError  idempotency.conflict   409
-│   └── UploadTooLargeError       upload.too_large       413
-└── TransientError
-    └── BrokerUnavailableError    broker.unavailable     503
+    job.not_found, batch.not_found, output.not_found                                    404
+    batch.key_conflict, batch.state_conflict, job.state_conflict, idempotency.conflict  409
+    upload.too_large                                                                    413
+    any other ConfigError or InputError                                                 422
+    storage.failed                                                                      502
+    any TransientError (broker.unavailable, storage.unavailable …)                      503
+    anything else (a bug)                                                               500
+
+A subclass is looked up before its base, so a batch key conflict is a 409, not a 422.
 """
 
 from __future__ import annotations
 
-from mss_jobs.db.batches import BatchKeyConflictError, BatchNotFoundError, BatchStateError
 from mss_jobs.errors import (
+    BatchKeyConflictError,
+    BatchNotFoundError,
+    BatchStateError,
     ConfigError,
+    IdempotencyConflictError,
     InputError,
+    JobNotFoundError,
+    JobStateConflictError,
     MssError,
-    PermanentError,
+    OutputNotFoundError,
     StorageError,
     TransientError,
+    UploadTooLargeError,
 )
 
-__all__ = [
-    "BrokerUnavailableError",
-    "IdempotencyConflictError",
-    "JobNotFoundError",
-    "JobStateConflictError",
-    "OutputNotFoundError",
-    "UploadTooLargeError",
-    "http_status",
-]
-
-
-class JobNotFoundError(PermanentError):
-    code = "job.not_found"
-
-
-class OutputNotFoundError(PermanentError):
-    """The job exists but has no such stem (not finished yet, or never asked for)."""
-
-    code = "output.not_found"
-
-
-class JobStateConflictError(PermanentError):
-    """The job is in a state the requested transition does not start from."""
-
-    code = "job.state_conflict"
-
-
-class IdempotencyConflictError(PermanentError):
-    """An idempotency key was reused for a different request."""
-
-    code = "idempotency.conflict"
-
-
-class UploadTooLargeError(PermanentError):
-    code = "upload.too_large"
-
-
-class BrokerUnavailableError(TransientError):
-    code = "broker.unavailable"
-
+__all__ = ["http_status"]
 
 # First match wins, so subclasses come before their bases.
 _STATUSES: tuple[tuple[type[MssError], int], ...] = (

@@ -21,12 +21,13 @@ from fastapi.responses import JSONResponse
 
 from mss_jobs.api.deps import ApiState
 from mss_jobs.api.errors import http_status
-from mss_jobs.api.queue import CeleryJobQueue, JobQueue
 from mss_jobs.api.routes import batches, health, jobs, models
 from mss_jobs.api.schemas import ErrorBody, ErrorDetail
 from mss_jobs.batches.dispatcher import Dispatcher
-from mss_jobs.db import make_engine, make_session_factory
+from mss_jobs.db.session import make_engine, make_session_factory
+from mss_jobs.domain.validation import describe_validation_error, error_field
 from mss_jobs.errors import MssError
+from mss_jobs.queueing import CeleryJobQueue, JobQueue
 from mss_jobs.settings import Settings, get_settings
 from mss_jobs.storage import storage_from_settings
 
@@ -95,9 +96,8 @@ async def _mss_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    fields = [".".join(str(part) for part in error["loc"]) for error in exc.errors()]
-    message = "; ".join(
-        f"{field}: {error['msg']}" for field, error in zip(fields, exc.errors(), strict=True)
-    )
+    # Never empty here: a request error's location starts with its part (body, query, path …).
+    fields = [error_field(error, "") for error in exc.errors()]
+    message = describe_validation_error(exc, "")
     body = ErrorBody(error=ErrorDetail(code="request.invalid", message=message, fields=fields))
     return JSONResponse(jsonable_encoder(body.model_dump()), status_code=422)

@@ -18,16 +18,16 @@ from typing import Any, Final
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mss_jobs.api.errors import BrokerUnavailableError
-from mss_jobs.api.queue import JobQueue
 from mss_jobs.api.schemas import JobError, JobOut, JobOutput, JobSpec
-from mss_jobs.db import Job, transaction
-from mss_jobs.db import JobOutput as JobOutputRow
-from mss_jobs.db.jobs import claim_job, mark_failed
+from mss_jobs.db.job_transitions import claim_job, mark_failed
+from mss_jobs.db.schema import Job
+from mss_jobs.db.schema import JobOutput as JobOutputRow
+from mss_jobs.db.session import transaction
 from mss_jobs.domain.lifecycle import Lane
 from mss_jobs.domain.params import parse_params
-from mss_jobs.errors import UnknownModelError
+from mss_jobs.errors import BrokerUnavailableError, UnknownModelError
 from mss_jobs.models.catalog import get_model_info
+from mss_jobs.queueing import JobQueue
 from mss_jobs.settings import Settings
 from mss_jobs.storage import ObjectStorage, S3Uri, output_key, parse_uri, sanitize_filename
 

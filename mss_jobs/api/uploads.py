@@ -4,28 +4,33 @@ Starlette's form parser spools a file part to disk once it passes 1 MiB, so a la
 sits whole in memory; it is then copied in 1 MiB chunks into our own temporary file (hashing it on
 the way) and refused with 413 as soon as it passes `max_bytes`. A `Content-Length` already larger
 than the cap is refused before the body is read at all.
+
+Also the two things every upload route shares: the OpenAPI description of that multipart body
+(`upload_openapi`) and the validation of its `spec` (`ReceivedUpload.parse_spec`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from mss_jobs.api.errors import UploadTooLargeError
-from mss_jobs.errors import ConfigError
+from mss_jobs.atomic import CHUNK_SIZE, HashingWriter
+from mss_jobs.domain.validation import describe_validation_error
+from mss_jobs.errors import ConfigError, UploadTooLargeError
 
-__all__ = ["ReceivedUpload", "receive_upload"]
+__all__ = ["ReceivedUpload", "receive_upload", "upload_openapi"]
 
-CHUNK_BYTES: Final = 1024 * 1024
+_Spec = TypeVar("_Spec", bound=BaseModel)
+
 FORM_OVERHEAD_BYTES: Final = 64 * 1024
 """Room for the multipart boundaries and the `spec` field on top of the file itself."""
 MAX_SPEC_BYTES: Final = 64 * 1024
@@ -38,7 +43,28 @@ class ReceivedUpload:
     size: int
     sha256: str
     spec: str
-    """The `spec` form field: JSON text, validated by the caller."""
+    """The `spec` form field: JSON text, validated by the caller (`parse_spec`)."""
+
+    def parse_spec(self, model: type[_Spec], *, root: str) -> _Spec:
+        """`spec` as `model`; a `ConfigError` `spec: <field>: <message>` when it is invalid
+        (`root` names an error of the whole value)."""
+        try:
+            return model.model_validate_json(self.spec)
+        except ValidationError as exc:
+            raise ConfigError(f"spec: {describe_validation_error(exc, root)}") from exc
+
+
+def upload_openapi(spec_model: str, *, file_description: str | None = None) -> dict[str, Any]:
+    """`openapi_extra` of an upload route: a multipart body of `file` (required) and `spec`, the
+    JSON text of `spec_model`'s fields."""
+    file: dict[str, Any] = {"type": "string", "format": "binary"}
+    if file_description is not None:
+        file["description"] = file_description
+    spec = {"type": "string", "description": f"JSON object with the fields of {spec_model}"}
+    schema = {"type": "object", "required": ["file"], "properties": {"file": file, "spec": spec}}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
 
 
 @asynccontextmanager
@@ -69,18 +95,15 @@ async def receive_upload(request: Request, *, max_bytes: int) -> AsyncIterator[R
 
 
 async def _copy_capped(upload: UploadFile, dest: Path, *, max_bytes: int) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with dest.open("wb") as out:
-        while chunk := await upload.read(CHUNK_BYTES):
-            size += len(chunk)
-            if size > max_bytes:
+    with dest.open("wb") as handle:
+        out = HashingWriter(handle)
+        while chunk := await upload.read(CHUNK_SIZE):
+            if out.size + len(chunk) > max_bytes:
                 raise UploadTooLargeError(_too_large(max_bytes))
-            digest.update(chunk)
             out.write(chunk)
-    if size == 0:
+    if out.size == 0:
         raise ConfigError("file: the uploaded file is empty")
-    return size, digest.hexdigest()
+    return out.size, out.sha256
 
 
 def _too_large(max_bytes: int) -> str:

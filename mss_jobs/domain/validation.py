@@ -7,12 +7,23 @@ model configs) reports a refusal in this one shape; a boundary with its own word
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 
-from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-__all__ = ["describe_validation_error", "error_field"]
+__all__ = ["Describe", "ValidationFailure", "describe_validation_error", "error_field"]
+
+
+class ValidationFailure(Protocol):
+    """What carries pydantic's error details: a `ValidationError`, or FastAPI's
+    `RequestValidationError` (which is not one)."""
+
+    def errors(self) -> Sequence[ErrorDetails]: ...
+
+
+Describe = Callable[[ErrorDetails, str], str]
+"""How one error reads, given the error and its field (`error_field`)."""
 
 
 def error_field(error: ErrorDetails, root: str) -> str:
@@ -21,10 +32,10 @@ def error_field(error: ErrorDetails, root: str) -> str:
 
 
 def describe_validation_error(
-    exc: ValidationError,
+    exc: ValidationFailure,
     root: str = "body",
     *,
-    describe: Callable[[ErrorDetails, str], str] | None = None,
+    describe: Describe | None = None,
     skip: Collection[str] = (),
 ) -> str:
     """Every error of `exc` as `field: message`, joined by `; `. `skip` drops error types."""

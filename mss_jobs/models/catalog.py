@@ -10,15 +10,25 @@ built-ins in step with the registry: a name here that the registry lacks fails t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from mss_jobs.errors import UnknownModelError
 from mss_jobs.models.known import KNOWN_MODELS, KnownModel
 from mss_jobs.models.weights import cache_path
 
-__all__ = ["ModelInfo", "ModelKind", "get_model_info", "is_available", "list_model_infos"]
+__all__ = [
+    "ModelInfo",
+    "ModelKind",
+    "get_model_info",
+    "is_available",
+    "list_model_infos",
+    "model_named",
+]
+
+_Entry = TypeVar("_Entry")
 
 ModelKind = Literal["builtin", "neural"]
 
@@ -75,12 +85,17 @@ def list_model_infos() -> tuple[ModelInfo, ...]:
 
 def get_model_info(name: str) -> ModelInfo:
     """The model called `name`; `UnknownModelError` naming the known ones otherwise."""
-    catalog = _catalog()
+    return model_named(_catalog(), name)
+
+
+def model_named(models: Mapping[str, _Entry], name: str) -> _Entry:
+    """`models[name]`; `UnknownModelError` naming the known ones otherwise (the registry's
+    lookup too, so both say the same)."""
     try:
-        return catalog[name]
+        return models[name]
     except KeyError:
         raise UnknownModelError(
-            f"unknown model {name!r}; known models: {', '.join(sorted(catalog))}"
+            f"unknown model {name!r}; known models: {', '.join(sorted(models))}"
         ) from None
 
 

@@ -11,6 +11,7 @@ Two file formats, one reader each; this module picks one by suffix and re-export
     config_base.py     ModelConfig, Architecture, and the lookups both readers share
     config_msst.py     MSST YAML (`.yaml`/`.yml`): a safe YAML loader, MSST's sections and rules
     config_splifft.py  splifft JSON (`.json`): translated into the MSST vocabulary
+    config_derived.py  a config's `derived_stems` section, checked against the model's stems
 
 Every error is a `ConfigError` naming the file and key.
 """

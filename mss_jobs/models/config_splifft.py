@@ -8,7 +8,10 @@ that the builders in `mss_jobs.models.nn` take (the table in `_splifft_roformer`
 `_splifft_mdx23c`); what MSST cannot express is refused.
 
 Chunking follows splifft: `overlap_ratio` is the overlap itself (MSST's `num_overlap` N is
-1 - 1/N). Every error is a `ConfigError` naming the file and key.
+1 - 1/N). A `derived_stems` section is checked in full (`config_derived.read_derived_stems`: its
+shape, names and expressions, and its rules against the model's stems) and refused when it is
+malformed, but not applied: a job asks for its derived stems itself (the `derived` param). Every
+error is a `ConfigError` naming the file and key.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from mss_jobs.models.config_base import (
     Section,
     build_model_config,
 )
+from mss_jobs.models.config_derived import read_derived_stems
 from mss_jobs.models.config_msst import mdx23c_params
 
 __all__ = ["config_from_splifft", "read_splifft_json"]
@@ -133,6 +137,8 @@ def config_from_splifft(data: Mapping[str, Any], *, source: str) -> ModelConfig:
         raise ConfigError(f"{transform.where('kind')} must be 'stft' for a separation model")
     if transform.data.get("window_shape", "hann") != "hann":
         raise ConfigError(f"{transform.where('window_shape')}: only 'hann' is supported")
+    if data.get("derived_stems") is not None:
+        read_derived_stems(data["derived_stems"], stems, source=source)
 
     if model_type == "bs_roformer":
         architecture, params = _splifft_roformer(model, transform, stems)

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from mss_jobs.domain.units import StemName
-from mss_jobs.errors import CheckpointError, ConfigError, UnknownModelError
+from mss_jobs.errors import CheckpointError, ConfigError
 from mss_jobs.models.base import Separator
-from mss_jobs.models.catalog import ModelKind
+from mss_jobs.models.catalog import ModelKind, model_named
 from mss_jobs.models.checkpoints import load_state_dict
 from mss_jobs.models.config import Architecture, ModelConfig, load_model_config
 from mss_jobs.models.known import KNOWN_MODELS, KnownModel
@@ -155,13 +155,7 @@ def list_models() -> tuple[ModelSpec, ...]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    specs = _specs()
-    try:
-        return specs[name]
-    except KeyError:
-        raise UnknownModelError(
-            f"unknown model {name!r}; known models: {', '.join(sorted(specs))}"
-        ) from None
+    return model_named(_specs(), name)
 
 
 def create_separator(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
 
+from mss_jobs.atomic import CHUNK_SIZE, HashingWriter, atomic_destination, atomic_write, hash_file
 from mss_jobs.errors import (
     CheckpointError,
     ConfigError,
@@ -41,7 +41,6 @@ from mss_jobs.errors import (
     ModelDownloadError,
     ModelUnavailableError,
 )
-from mss_jobs.storage._files import CHUNK_SIZE, atomic_destination, hash_file
 
 if TYPE_CHECKING:
     import httpx
@@ -292,9 +291,9 @@ class ModelStore:
                 client.stream("GET", resource.url) as response,
             ):
                 _check_status(resource, response)
-                with atomic_destination(dest) as temp:
-                    digest = _stream_to(response, temp, progress)
-                    _check_digest(resource, digest, where="downloaded")
+                with atomic_write(dest) as out:
+                    _stream_to(response, out, progress)
+                    _check_digest(resource, out.sha256, where="downloaded")
         except httpx.TooManyRedirects as exc:
             raise ModelUnavailableError(f"{resource.url}: too many redirects") from exc
         except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -312,17 +311,9 @@ def model_store_from_settings(settings: Settings, *, pull: bool | None = None) -
     endpoint and credentials whatever the storage backend. `pull` overrides the setting."""
 
     def s3(bucket: str) -> ObjectStorage:
-        from mss_jobs.storage import create_storage
+        from mss_jobs.storage import S3Storage
 
-        secret = settings.s3_secret_access_key
-        return create_storage(
-            "s3",
-            bucket=bucket,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            access_key_id=settings.s3_access_key_id,
-            secret_access_key=secret.get_secret_value() if secret is not None else None,
-        )
+        return S3Storage(settings.s3, bucket=bucket, prefix="")
 
     return ModelStore(
         settings.model_dir,
@@ -343,21 +334,15 @@ def _check_status(resource: Resource, response: httpx.Response) -> None:
     raise ModelUnavailableError(message)
 
 
-def _stream_to(response: httpx.Response, path: Path, progress: ProgressCallback | None) -> str:
-    """Write the body to `path` (flushed to disk), hashing it on the way; the hex digest."""
+def _stream_to(
+    response: httpx.Response, out: HashingWriter, progress: ProgressCallback | None
+) -> None:
+    """Write the whole body to `out` (which hashes it), reporting progress on the way."""
     length = response.headers.get("content-length")
     total = int(length) if length and length.isdigit() else None
-    digest = hashlib.sha256()
-    done = 0
-    with path.open("wb") as handle:
-        for chunk in response.iter_bytes(CHUNK_SIZE):
-            handle.write(chunk)
-            digest.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if total is not None and done != total:  # h11 normally raises first; belt and braces
-        raise ModelDownloadError(f"{response.url}: got {done} of {total} bytes")
-    return digest.hexdigest()
+    for chunk in response.iter_bytes(CHUNK_SIZE):
+        out.write(chunk)
+        if progress is not None:
+            progress(out.size, total)
+    if total is not None and out.size != total:  # h11 normally raises first; belt and braces
+        raise ModelDownloadError(f"{response.url}: got {out.size} of {total} bytes")

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from mss_jobs.api.batch_schemas import (
@@ -29,11 +28,10 @@ from mss_jobs.api.batch_schemas import (
 )
 from mss_jobs.api.deps import ApiState, IdempotencyHeader, SessionsDep, StateDep, error_responses
 from mss_jobs.api.service import job_view
-from mss_jobs.api.uploads import receive_upload
+from mss_jobs.api.uploads import receive_upload, upload_openapi
 from mss_jobs.batches.intake import IntakeResult, take_in
 from mss_jobs.batches.manifest import (
     JobTemplate,
-    ManifestError,
     ManifestItem,
     listing_rows,
     parse_s3_prefix,
@@ -41,20 +39,18 @@ from mss_jobs.batches.manifest import (
     read_json_rows,
     read_jsonl,
 )
-from mss_jobs.db import JobStatus, transaction
-from mss_jobs.db.batches import (
+from mss_jobs.db.batch_dispatch import cancel_batch, retry_failed
+from mss_jobs.db.batch_queries import (
     MAX_PAGE_SIZE,
-    BatchNotFoundError,
-    BatchStateError,
     batch_progress,
-    cancel_batch,
     get_batch,
     iter_report,
     list_batch_jobs,
-    retry_failed,
 )
-from mss_jobs.db.models import Batch
-from mss_jobs.errors import ConfigError
+from mss_jobs.db.schema import Batch
+from mss_jobs.db.session import transaction
+from mss_jobs.domain.lifecycle import JobStatus
+from mss_jobs.errors import BatchNotFoundError, BatchStateError, ConfigError, ManifestError
 from mss_jobs.storage import storage_from_settings
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -91,30 +87,9 @@ def submit_batch(
     "/upload",
     status_code=status.HTTP_201_CREATED,
     responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {
-                            "file": {
-                                "type": "string",
-                                "format": "binary",
-                                "description": "manifest.csv (header row) or manifest.jsonl",
-                            },
-                            "spec": {
-                                "type": "string",
-                                "description": "JSON object with the fields of BatchOptions",
-                            },
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=upload_openapi(
+        "BatchOptions", file_description="manifest.csv (header row) or manifest.jsonl"
+    ),
 )
 async def upload_batch(
     request: Request, response: Response, state: StateDep, key_header: IdempotencyHeader = None
@@ -122,10 +97,7 @@ async def upload_batch(
     """A batch from an uploaded manifest: CSV with a header row, or JSON Lines (by the file's
     extension, `.csv` / `.jsonl` / `.ndjson`). Streamed: any size, flat memory."""
     async with receive_upload(request, max_bytes=state.settings.max_upload_bytes) as upload:
-        try:
-            options = BatchOptions.model_validate_json(upload.spec)
-        except ValidationError as exc:
-            raise ConfigError(f"spec: {_describe(exc)}") from exc
+        options = upload.parse_spec(BatchOptions, root="body")
         reader = _manifest_reader(upload.filename)
         source = {
             "kind": "manifest",
@@ -379,10 +351,4 @@ def _view(state: ApiState, batch_id: uuid.UUID, *, intake: IntakeResult | None =
         if intake is not None
         else None,
         created=intake.created if intake is not None else None,
-    )
-
-
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
     )

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,27 +20,22 @@ from mss_jobs.api.deps import (
     StorageDep,
     error_responses,
 )
-from mss_jobs.api.errors import (
+from mss_jobs.api.schemas import JobCreate, JobOut, JobPage, JobRetry, JobSpec
+from mss_jobs.api.service import effective_params, enqueue_or_fail, job_view, output_location
+from mss_jobs.api.uploads import ReceivedUpload, receive_upload, upload_openapi
+from mss_jobs.db.job_intake import create_job
+from mss_jobs.db.job_queries import MAX_PAGE_SIZE, get_job, list_jobs, list_outputs
+from mss_jobs.db.job_transitions import cancel_job, delete_job, retry_job
+from mss_jobs.db.schema import Job
+from mss_jobs.db.session import transaction
+from mss_jobs.domain.lifecycle import JobStatus
+from mss_jobs.errors import (
+    ConfigError,
     IdempotencyConflictError,
     JobNotFoundError,
     JobStateConflictError,
     OutputNotFoundError,
 )
-from mss_jobs.api.schemas import JobCreate, JobOut, JobPage, JobRetry, JobSpec
-from mss_jobs.api.service import effective_params, enqueue_or_fail, job_view, output_location
-from mss_jobs.api.uploads import ReceivedUpload, receive_upload
-from mss_jobs.db import Job, JobStatus, transaction
-from mss_jobs.db.jobs import (
-    MAX_PAGE_SIZE,
-    cancel_job,
-    create_job,
-    delete_job,
-    get_job,
-    list_jobs,
-    list_outputs,
-    retry_job,
-)
-from mss_jobs.errors import ConfigError
 from mss_jobs.storage import LocalStorage, S3Uri, input_key, job_prefix, parse_uri
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -71,18 +65,7 @@ def submit_job(
         raise ConfigError(f"input: expected s3://bucket/key, got {body.input!r}")
     with transaction(state.sessions) as session:
         replay = key is not None and _by_key(session, key) is not None
-        try:
-            job = create_job(
-                session,
-                model=model,
-                params=params,
-                input_uri=body.input,
-                priority=body.priority,
-                idempotency_key=key,
-                force=body.force,
-            )
-        except ConfigError as exc:
-            raise IdempotencyConflictError(str(exc)) from exc
+        job = _create_job(session, body, model, params, key=key, input_uri=body.input)
     if replay:
         response.status_code = status.HTTP_200_OK
     else:
@@ -96,26 +79,7 @@ def submit_job(
     "/upload",
     status_code=status.HTTP_202_ACCEPTED,
     responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {
-                            "file": {"type": "string", "format": "binary"},
-                            "spec": {
-                                "type": "string",
-                                "description": "JSON object with the fields of JobSpec",
-                            },
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=upload_openapi("JobSpec"),
 )
 async def upload_job(
     request: Request,
@@ -125,10 +89,7 @@ async def upload_job(
 ) -> JobOut:
     """Upload the input (multipart: `file`, and `spec` as JSON) and queue a job for it."""
     async with receive_upload(request, max_bytes=state.settings.max_upload_bytes) as upload:
-        try:
-            spec = JobSpec.model_validate_json(upload.spec)
-        except ValidationError as exc:
-            raise ConfigError(f"spec: {_describe(exc)}") from exc
+        spec = upload.parse_spec(JobSpec, root="spec")
         job, created = await run_in_threadpool(
             _create_uploaded,
             state,
@@ -156,24 +117,41 @@ def _create_uploaded(
     # that comes back without our placeholder was created earlier under the same key.
     placeholder = f"upload://pending/{uuid.uuid4().hex}"
     with transaction(state.sessions) as session:
-        try:
-            job = create_job(
-                session,
-                model=model,
-                params=params,
-                input_uri=placeholder,
-                input_sha256=upload.sha256,
-                priority=spec.priority,
-                idempotency_key=key,
-                force=spec.force,
-            )
-        except ConfigError as exc:
-            raise IdempotencyConflictError(str(exc)) from exc
+        job = _create_job(
+            session, spec, model, params, key=key, input_uri=placeholder, input_sha256=upload.sha256
+        )
         if job.input_uri != placeholder:
             return job, False
         target = input_key(state.storage.prefix, job.id, upload.filename)
         job.input_uri = state.storage.upload_file(upload.path, target).uri
     return job, True
+
+
+def _create_job(
+    session: Session,
+    spec: JobSpec,
+    model: str,
+    params: dict[str, Any],
+    *,
+    key: str | None,
+    input_uri: str,
+    input_sha256: str | None = None,
+) -> Job:
+    """The row for `spec` (`model` and `params` as `effective_params` gave them); the key of an
+    earlier, different request is a 409 (`IdempotencyConflictError`)."""
+    try:
+        return create_job(
+            session,
+            model=model,
+            params=params,
+            input_uri=input_uri,
+            input_sha256=input_sha256,
+            priority=spec.priority,
+            idempotency_key=key,
+            force=spec.force,
+        )
+    except ConfigError as exc:
+        raise IdempotencyConflictError(str(exc)) from exc
 
 
 @router.get("/{job_id}", responses=_ERRORS)
@@ -242,12 +220,8 @@ def list_all_jobs(
 def cancel(job_id: uuid.UUID, sessions: SessionsDep) -> JobOut:
     """queued or running → cancelled (a running worker stops at its next progress write)."""
     with transaction(sessions) as session:
-        job = cancel_job(session, job_id=job_id)
-        if job is None:
-            current = _existing(session, job_id)
-            raise JobStateConflictError(
-                f"job {job_id} is {current.status}; only queued or running jobs can be cancelled"
-            )
+        cancelled = cancel_job(session, job_id=job_id)
+        job = _changed(session, job_id, cancelled, only="queued or running jobs can be cancelled")
     return job_view(job)
 
 
@@ -262,12 +236,8 @@ def retry(
     back to pending instead, for the batch's dispatcher to send."""
     lane = (body or JobRetry()).queue
     with transaction(sessions) as session:
-        job = retry_job(session, job_id=job_id)
-        if job is None:
-            current = _existing(session, job_id)
-            raise JobStateConflictError(
-                f"job {job_id} is {current.status}; only failed or cancelled jobs can be retried"
-            )
+        retried = retry_job(session, job_id=job_id)
+        job = _changed(session, job_id, retried, only="failed or cancelled jobs can be retried")
     if (
         job.status is JobStatus.QUEUED
     ):  # a batch's job went back to pending: its dispatcher sends it
@@ -293,6 +263,15 @@ def _existing(session: Session, job_id: uuid.UUID) -> Job:
     return job
 
 
+def _changed(session: Session, job_id: uuid.UUID, job: Job | None, *, only: str) -> Job:
+    """`job` as a state change returned it; when the change did not apply, 409 naming the job's
+    status and what `only` such jobs allow (404 for an unknown job)."""
+    if job is None:
+        current = _existing(session, job_id)
+        raise JobStateConflictError(f"job {job_id} is {current.status}; only {only}")
+    return job
+
+
 def _by_key(session: Session, key: str) -> Job | None:
     return session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
 
@@ -304,9 +283,3 @@ def _idempotency_key(header: str | None, field: str | None) -> str | None:
             f"{field!r} differ"
         )
     return header if header is not None else field
-
-
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(map(str, error['loc'])) or 'spec'}: {error['msg']}" for error in exc.errors()
-    )

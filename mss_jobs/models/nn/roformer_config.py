@@ -28,8 +28,10 @@ from typing import Annotated, Any, Final, TypeVar
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
+from pydantic_core import ErrorDetails
 from torch import Tensor
 
+from mss_jobs.domain.validation import describe_validation_error
 from mss_jobs.errors import ConfigError
 
 __all__ = [
@@ -133,16 +135,15 @@ def parse_roformer_params(cls: type[_P], params: Mapping[str, Any], *, architect
     try:
         return cls.model_validate(kept)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"]) or "<params>"
+
+        def describe(error: ErrorDetails, key: str) -> str:
             if error["type"] == "extra_forbidden":
-                problems.append(f"unknown {architecture} parameter {key!r}")
-            elif error["type"] == "missing":
-                problems.append(f"missing {architecture} parameter {key!r}")
-            else:
-                problems.append(f"{architecture} parameter {key!r}: {error['msg']}")
-        raise ConfigError("; ".join(problems)) from None
+                return f"unknown {architecture} parameter {key!r}"
+            if error["type"] == "missing":
+                return f"missing {architecture} parameter {key!r}"
+            return f"{architecture} parameter {key!r}: {error['msg']}"
+
+        raise ConfigError(describe_validation_error(exc, "<params>", describe=describe)) from None
 
 
 def check_stft(params: RoformerParams, architecture: str) -> None:
