@@ -2,45 +2,29 @@
 
 Responses are parsed into the API's own schemas (`mss_jobs.api.schemas`), so client and server
 cannot drift apart silently. An error answer becomes `ApiError` carrying the server's code and
-message; a connection failure becomes `ApiUnavailableError` (transient).
+message; a connection failure becomes `ApiUnavailableError` (transient); both are in
+`mss_jobs.errors`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import httpx
 
 from mss_jobs.api.batch_schemas import BatchOut, BatchRetryOut
 from mss_jobs.api.schemas import JobOut, JobOutput
-from mss_jobs.errors import MssError, PermanentError, TransientError
+from mss_jobs.atomic import CHUNK_SIZE, atomic_write
+from mss_jobs.errors import ApiError, ApiUnavailableError, MssError
 
-__all__ = ["ApiError", "ApiUnavailableError", "JobsClient"]
+__all__ = ["JobsClient"]
 
-_CHUNK_BYTES: Final = 1 << 20
 DEFAULT_POLL_SECONDS: Final = 0.5
-
-
-class ApiError(PermanentError):
-    """The API answered with an error; `code` and the message are the server's."""
-
-    code = "api.error"
-
-    def __init__(self, message: str, *, code: str, status: int) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-
-class ApiUnavailableError(TransientError):
-    code = "api.unavailable"
 
 
 class JobsClient:
@@ -117,19 +101,15 @@ class JobsClient:
     def _stream_to(
         self, dest: Path, path: str, *, what: str, params: Mapping[str, str] | None = None
     ) -> Path:
-        """GET `path` into `dest` through a hidden partial file renamed when complete."""
-        partial = dest.with_name(f".{dest.name}.partial")
+        """GET `path` into `dest` through a hidden temporary file renamed when complete."""
         try:
             with self._http.stream("GET", path, params=params) as response:
                 _raise_for_error(response, read=True)
-                with partial.open("wb") as handle:
-                    for block in response.iter_bytes(_CHUNK_BYTES):
-                        handle.write(block)
-            os.replace(partial, dest)
+                with atomic_write(dest, parents=False) as out:
+                    for block in response.iter_bytes(CHUNK_SIZE):
+                        out.write(block)
         except httpx.TransportError as exc:
             raise ApiUnavailableError(f"{what} failed: {exc}") from exc
-        finally:
-            partial.unlink(missing_ok=True)
         return dest
 
     # -- batches -------------------------------------------------------------------------------
@@ -183,12 +163,7 @@ class JobsClient:
     def __enter__(self) -> JobsClient:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 

@@ -85,6 +85,10 @@ class StemFile:
     frames: int
     clipped_samples: int
 
+    @property
+    def duration_seconds(self) -> float:
+        return self.frames / self.sample_rate
+
 
 @dataclass(frozen=True, slots=True)
 class FileSeparation:

@@ -3,6 +3,8 @@
 Names are flat: field `max_upload_bytes` is the variable `MSS_MAX_UPLOAD_BYTES`, `s3_bucket` is
 `MSS_S3_BUCKET` (case-insensitive; no `.env` file is read — a deployment injects its variables).
 `env_nested_delimiter="__"` is set so a nested group can be added later without a new scheme.
+The `MSS_S3_*` fields come together as one `S3Settings` (`settings.s3`), the S3 connection that
+storage is built from; its transfer, retry and timeout options are stated there alone.
 
 Every default is embedded, so the API and a worker run on one machine with no Redis, PostgreSQL or
 S3, through the same code path as production:
@@ -24,27 +26,146 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mss_jobs.domain.validation import describe_validation_error
 from mss_jobs.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "env_var", "get_settings", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "MAX_PRESIGN_SECONDS",
+    "MIB",
+    "S3Settings",
+    "Settings",
+    "env_var",
+    "get_settings",
+    "load_settings",
+]
 
 ENV_PREFIX = "MSS_"
 
 _SUPPORTED_DATABASES = ("sqlite", "postgresql")
-_S3_MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs cannot live longer
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+"""SigV4 presigned URLs cannot live longer; the bound of every presign expiry."""
+MIB = 1024 * 1024
+_S3_MIN_PART_BYTES = 5 * MIB  # S3 rejects multipart parts below 5 MiB (except the last)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 QueueName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
+S3Bucket = Annotated[str, Field(min_length=3, max_length=63)]
 
 
 def env_var(field: str) -> str:
     """The environment variable that sets `field`: `env_var("s3_bucket") == "MSS_S3_BUCKET"`."""
     return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _check_credentials(key_id: object, secret: object, *, names: tuple[str, str]) -> None:
+    if (key_id is None) != (secret is None):
+        raise ValueError(
+            f"set both {names[0]} and {names[1]}, or neither (boto3's default credential chain)"
+        )
+
+
+class S3Settings(BaseModel):
+    """One S3 connection, each option's default and bounds stated here: where (bucket, prefix,
+    endpoints, region), who (credentials; None: boto3's default chain) and how (multipart
+    transfers, retries, timeouts).
+
+    `Settings.s3` builds it from the `MSS_S3_*` variables; `mss_jobs.storage.S3Storage` builds
+    its clients from it (and validates its keyword arguments through it). Invalid values raise
+    `ConfigError` from `S3Settings.of`; blank strings count as None.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bucket: S3Bucket | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None
+    public_endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    multipart_threshold: int = Field(default=8 * MIB, ge=_S3_MIN_PART_BYTES, strict=True)
+    """Files above this are sent in parts of `multipart_chunksize`, `max_concurrency` at once."""
+    multipart_chunksize: int = Field(default=8 * MIB, ge=_S3_MIN_PART_BYTES, strict=True)
+    max_concurrency: int = Field(default=8, ge=1, le=64, strict=True)
+    max_attempts: int = Field(default=5, ge=1, le=20, strict=True)
+    """Tries of each request, the first included (botocore "standard" retries with backoff)."""
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+    @classmethod
+    def of(cls, base: S3Settings | None = None, /, **changes: Any) -> Self:
+        """`base` (default: every default) with `changes` applied, validated; `ConfigError`
+        naming the field if a value is invalid (never echoing it: it may hold credentials)."""
+        values = base.model_dump() if base is not None else {}
+        try:
+            return cls.model_validate(values | changes)
+        except ValidationError as exc:
+            lines = describe_validation_error(exc, describe=_s3_error)
+            raise ConfigError(f"invalid S3 settings: {lines}") from None
+
+    @field_validator(
+        "endpoint_url",
+        "public_endpoint_url",
+        "region",
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if text == "" else value
+
+    @field_validator("endpoint_url", "public_endpoint_url")
+    @classmethod
+    def _endpoint(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            # Not echoed: the URL itself holds the credentials.
+            raise ValueError(f"S3 {info.field_name} must not embed credentials (user:password@)")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"S3 {info.field_name} {url!r} must be http(s)://host[:port]")
+        return url
+
+    @field_validator("connect_timeout", "read_timeout")
+    @classmethod
+    def _positive_timeout(cls, seconds: float) -> float:
+        if seconds <= 0:
+            raise ValueError(f"S3 timeouts must be positive, got {seconds}")
+        return seconds
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Self:
+        _check_credentials(
+            self.access_key_id, self.secret_access_key, names=("access_key_id", "secret_access_key")
+        )
+        return self
+
+
+def _s3_error(error: ErrorDetails, field: str) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{field}: {message}" if error["loc"] else message
 
 
 class Settings(BaseSettings):
@@ -96,10 +217,11 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     """None with `s3_access_key_id` None: boto3's default chain (instance role, profile)."""
-    s3_bucket: str | None = Field(default=None, min_length=3, max_length=63)
+    s3_bucket: S3Bucket | None = None
     s3_prefix: str = "mss-jobs"
     """Key prefix inside the bucket, without leading or trailing slashes ("" = bucket root)."""
-    presign_expiry_seconds: int = Field(default=3600, gt=0, le=_S3_MAX_PRESIGN_SECONDS)
+    presign_expiry_seconds: int = Field(default=3600, gt=0, le=MAX_PRESIGN_SECONDS)
+    """How long presigned download and upload URLs (`file://` ones too) are offered for."""
 
     # -- queues ------------------------------------------------------------------------------
     queue_interactive: QueueName = "interactive"
@@ -210,11 +332,11 @@ class Settings(BaseSettings):
             )
         if self.storage_backend == "s3" and self.s3_bucket is None:
             raise ValueError(f"{env_var('storage_backend')}=s3 needs {env_var('s3_bucket')}")
-        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
-            raise ValueError(
-                f"set both {env_var('s3_access_key_id')} and {env_var('s3_secret_access_key')}, "
-                "or neither (boto3's default credential chain)"
-            )
+        _check_credentials(
+            self.s3_access_key_id,
+            self.s3_secret_access_key,
+            names=(env_var("s3_access_key_id"), env_var("s3_secret_access_key")),
+        )
         return self
 
     @property
@@ -222,9 +344,24 @@ class Settings(BaseSettings):
         """True when no broker is configured: jobs run in an in-process worker."""
         return self.broker_url is None
 
+    @property
+    def s3(self) -> S3Settings:
+        """The S3 connection of the `MSS_S3_*` variables, the one thing storage is built from
+        (`ConfigError` here, not at load, for an endpoint S3 cannot use: only S3 needs it)."""
+        return S3Settings.of(
+            bucket=self.s3_bucket,
+            prefix=self.s3_prefix,
+            endpoint_url=self.s3_endpoint_url,
+            public_endpoint_url=self.s3_public_endpoint_url,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+        )
 
-def _describe(error: Any) -> str:
-    loc = error.get("loc") or ()
+
+def _describe(error: ErrorDetails, _field: str) -> str:
+    """One invalid setting, named by its environment variable (`describe_validation_error`)."""
+    loc = error["loc"]
     if not loc:  # a cross-field rule: its message already names the variables
         return str(error["msg"]).removeprefix("Value error, ")
     text = f"{env_var(str(loc[0]))}: {error['msg']}"
@@ -241,8 +378,9 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        errors = [e for e in exc.errors() if e["type"] != "default_factory_not_called"]
-        lines = "; ".join(_describe(error) for error in errors)
+        lines = describe_validation_error(
+            exc, describe=_describe, skip=("default_factory_not_called",)
+        )
         raise ConfigError(f"invalid settings: {lines}") from exc
 
 

@@ -19,14 +19,20 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from celery import Celery  # type: ignore[import-untyped]
 
-from mss_jobs.db.jobs import Reclaim, claim_job, give_up_after_worker_deaths
-from mss_jobs.db.models import Job
+from mss_jobs.db.job_transitions import Reclaim, claim_job, record_output
+from mss_jobs.db.recovery import give_up_after_worker_deaths
+from mss_jobs.db.schema import Job
 from mss_jobs.db.session import transaction
 from workers.context import WorkerContext
+
+if TYPE_CHECKING:
+    from mss_jobs.db.results import ReusableOutput
+    from mss_jobs.runner import StemFile
+    from mss_jobs.storage import StoredObject
 
 __all__ = [
     "WORKER_LOST_CODE",
@@ -36,6 +42,7 @@ __all__ = [
     "Outcome",
     "claim_for_delivery",
     "reclaim_reason",
+    "record_stem",
     "worker_name",
 ]
 
@@ -83,7 +90,12 @@ class Claim:
 
 
 class JobLostError(Exception):
-    """The job stopped being ours (cancelled, or reclaimed after a redelivery)."""
+    """The job stopped being ours (cancelled, or reclaimed after a redelivery).
+
+    Control flow inside the worker, not part of the error tree (`mss_jobs.errors`): it has no
+    code and is never stored or shown; `workers.tasks` turns it into the "cancelled" outcome.
+    Deliberately not an `MssError`, so no handler of the tree can take it for a failure.
+    """
 
 
 def claim_for_delivery(
@@ -124,3 +136,26 @@ def reclaim_reason(task: BoundTask) -> Reclaim | None:
 def worker_name(task: BoundTask) -> str:
     """`<Celery hostname>:<pid>`: which process of which worker holds the claim."""
     return f"{task.request.hostname or 'worker'}:{os.getpid()}"
+
+
+def record_stem(
+    context: WorkerContext, claim: Claim, audio: StemFile | ReusableOutput, stored: StoredObject
+) -> None:
+    """Record `stored` as the claimed job's output `audio.stem` (a separated stem or a copy of a
+    twin's); raises `JobLostError` once the job is no longer ours at the claim's attempt."""
+    with transaction(context.sessions) as session:
+        row = record_output(
+            session,
+            job_id=claim.id,
+            stem=audio.stem,
+            uri=stored.uri,
+            size_bytes=stored.bytes,
+            sha256=stored.sha256,
+            format=audio.format,
+            sample_rate=audio.sample_rate,
+            channels=audio.channels,
+            duration_seconds=audio.duration_seconds,
+            attempt=claim.attempt,
+        )
+    if row is None:
+        raise JobLostError

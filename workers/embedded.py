@@ -28,7 +28,9 @@ from celery import Celery  # type: ignore[import-untyped]
 from celery.worker import WorkController  # type: ignore[import-untyped]
 from sqlalchemy import select
 
-from mss_jobs.db import Job, JobStatus, make_engine, make_session_factory, transaction
+from mss_jobs.db.schema import Job
+from mss_jobs.db.session import make_engine, make_session_factory, transaction
+from mss_jobs.domain.lifecycle import JobStatus
 from mss_jobs.errors import ConfigError
 from mss_jobs.queueing import send_separate
 from mss_jobs.settings import Settings

@@ -17,7 +17,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any, Final, cast
 
-from mss_jobs.db.jobs import update_progress
+from mss_jobs.db.job_transitions import update_progress
 from mss_jobs.db.session import transaction
 from mss_jobs.runner import FileSeparation, RunProgress, separate_file
 from workers.claim import BoundTask, Claim, JobLostError

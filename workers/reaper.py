@@ -24,18 +24,19 @@ after every sweep so that no pooled connection is inherited by pool processes fo
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from celery import Celery  # type: ignore[import-untyped]
 from celery.signals import worker_ready, worker_shutdown  # type: ignore[import-untyped]
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mss_jobs.db.jobs import hand_back_stale_batch_jobs, reap_stale_jobs
-from mss_jobs.db.models import utcnow
+from mss_jobs.db.recovery import hand_back_stale_batch_jobs, reap_stale_jobs
+from mss_jobs.db.schema import utcnow
 from mss_jobs.db.session import make_engine, make_session_factory, transaction
+from mss_jobs.periodic import PeriodicThread
 from mss_jobs.settings import Settings
 from workers.tasks import WORKER_LOST_CODE
 
@@ -84,14 +85,18 @@ class Reaper:
         self.app = app
         self.settings = settings
         self.interval = float(settings.reaper_interval_seconds)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread(
+            self._tick,
+            self.interval,
+            name="mss-reaper",
+            log=log,
+            stop_timeout=_STOP_TIMEOUT_SECONDS,
+        )
+        self._database: tuple[Engine, sessionmaker[Session]] | None = None
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._thread.started:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="mss-reaper", daemon=True)
         self._thread.start()
         log.info(
             "reaper started: every %.0f s, jobs silent for %d s fail with %s",
@@ -101,33 +106,28 @@ class Reaper:
         )
 
     def stop(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        thread.join(_STOP_TIMEOUT_SECONDS)
-        if thread.is_alive():
+        if self._thread.started and not self._thread.stop():
             log.warning("reaper did not stop within %.0f s", _STOP_TIMEOUT_SECONDS)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread.running
 
-    def _run(self) -> None:
+    def _tick(self) -> bool:
+        """One sweep on the reaper's own engine, made by the first; False ends the thread."""
+        if self._database is None:
+            try:
+                engine = make_engine(self.settings.database_url)
+            except Exception:
+                log.exception("reaper cannot reach the database; not reaping in this worker")
+                return False
+            self._database = engine, make_session_factory(engine)
+        engine, sessions = self._database
         try:
-            engine = make_engine(self.settings.database_url)
-        except Exception:
-            log.exception("reaper cannot reach the database; not reaping in this worker")
-            return
-        sessions = make_session_factory(engine)
-        try:
-            while True:
-                self.sweep(sessions)
-                engine.dispose()  # no idle connection for a later fork to inherit
-                if self._stop.wait(self.interval):
-                    return
+            self.sweep(sessions)
         finally:
-            engine.dispose()
+            engine.dispose()  # no idle connection for a later fork to inherit
+        return True
 
     def sweep(self, sessions: sessionmaker[Session]) -> list[uuid.UUID]:
         """One sweep, errors logged (the database may be down: the next sweep tries again)."""

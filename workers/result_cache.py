@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from mss_jobs.db.jobs import record_output
 from mss_jobs.db.results import Reuse, mark_reused
 from mss_jobs.db.session import transaction
 from mss_jobs.errors import InputNotFoundError
 from mss_jobs.storage import output_key
-from workers.claim import Claim, JobLostError
+from workers.claim import Claim, JobLostError, record_stem
 from workers.context import WorkerContext
 from workers.file_names import stored_extension
 
@@ -70,22 +69,7 @@ def reuse_outputs(claim: Claim, context: WorkerContext, reuse: Reuse) -> bool:
                 reuse.source,
             )
             return False
-        with transaction(context.sessions) as session:
-            row = record_output(
-                session,
-                job_id=claim.id,
-                stem=output.stem,
-                uri=stored.uri,
-                size_bytes=stored.bytes,
-                sha256=stored.sha256,
-                format=output.format,
-                sample_rate=output.sample_rate,
-                channels=output.channels,
-                duration_seconds=output.duration_seconds,
-                attempt=claim.attempt,
-            )
-        if row is None:
-            raise JobLostError
+        record_stem(context, claim, output, stored)
     with transaction(context.sessions) as session:
         reused = mark_reused(session, job_id=claim.id, attempt=claim.attempt, source=reuse.source)
     if reused is None:

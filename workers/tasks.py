@@ -47,13 +47,8 @@ from celery.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyp
 
 from mss_jobs.audio.decode import probe
 from mss_jobs.core.pipeline import SeparationSettings
-from mss_jobs.db.jobs import (
-    claim_job,
-    mark_failed,
-    mark_succeeded,
-    record_output,
-    requeue_for_retry,
-)
+from mss_jobs.db.job_transitions import claim_job, mark_failed, mark_succeeded
+from mss_jobs.db.recovery import requeue_for_retry
 from mss_jobs.db.results import Deferred, Reuse, record_input_and_decide
 from mss_jobs.db.session import transaction
 from mss_jobs.domain.params import parse_params
@@ -69,6 +64,7 @@ from workers.claim import (
     JobLostError,
     Outcome,
     claim_for_delivery,
+    record_stem,
     worker_name,
 )
 from workers.context import LazyWorkerContext, WorkerContext
@@ -264,22 +260,7 @@ def _deliver(stem: StemFile, claim: Claim, context: WorkerContext) -> None:
     storage = context.storage
     key = output_key(storage.prefix, claim.id, stem.stem, stem.path.suffix)
     stored = storage.upload_file(stem.path, key)
-    with transaction(context.sessions) as session:
-        row = record_output(
-            session,
-            job_id=claim.id,
-            stem=stem.stem,
-            uri=stored.uri,
-            size_bytes=stored.bytes,
-            sha256=stored.sha256,
-            format=stem.format,
-            sample_rate=stem.sample_rate,
-            channels=stem.channels,
-            duration_seconds=stem.frames / stem.sample_rate,
-            attempt=claim.attempt,
-        )
-    if row is None:
-        raise JobLostError
+    record_stem(context, claim, stem, stored)
 
 
 def _requeue(
@@ -322,13 +303,6 @@ def _fail(context: WorkerContext, claim: Claim, *, code: str, message: str) -> N
 # ---------------------------------------------------------------------------------------------
 
 
-def enqueue(
-    app: Celery,
-    job_id: uuid.UUID | str,
-    *,
-    queue: str,
-    priority: int,
-    countdown: float | None = None,
-) -> str:
-    """Send `mss_jobs.separate(job_id)` to `queue`; see `mss_jobs.queueing.send_separate`."""
-    return send_separate(app, job_id, queue=queue, priority=priority, countdown=countdown)
+enqueue = send_separate
+"""Send `mss_jobs.separate(job_id)` to `queue`: `mss_jobs.queueing.send_separate`, under the name
+the worker's callers know."""

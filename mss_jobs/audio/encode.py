@@ -1,9 +1,10 @@
 """Encode edge: write a stem block by block to wav/flac/mp3, atomically; foreign errors mapped here.
 
-A writer encodes into a hidden temporary sibling (`.<name>.<random>.partial`) and only `commit`
-renames it into place, so a reader never sees a half-written stem and a failed or interrupted
-job leaves nothing behind (`abort`, or an exception inside `with`). Validation of the format,
-bit depth, sample rate and channel count happens before any file is created.
+A writer encodes into a hidden temporary sibling (`.<name>.mss-part-<random>.partial`, a
+`mss_jobs.atomic.PendingFile`) and only `commit` renames it into place, so a reader never sees a
+half-written stem and a failed or interrupted job leaves nothing behind (`abort`, or an exception
+inside `with`). Validation of the format, bit depth, sample rate and channel count happens
+before any file is created.
 
 Integer outputs are quantized here, not by libsndfile: `round(x · 2^(bits−1))`, clipped to the
 integer range, the same scale libsndfile divides by when decoding, so a pcm round trip is within
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -26,6 +26,7 @@ import numpy.typing as npt
 import soundfile as sf
 import torch
 
+from mss_jobs.atomic import PendingFile
 from mss_jobs.domain.units import BitDepth, Channels, OutputFormat, SampleRate
 from mss_jobs.errors import ConfigError, OutputError
 
@@ -121,20 +122,6 @@ def validate_output(
     return bit_depth
 
 
-def open_writer(
-    path: str | os.PathLike[str],
-    *,
-    format: OutputFormat,
-    sample_rate: SampleRate,
-    channels: Channels,
-    bit_depth: BitDepth | None = None,
-) -> StemWriter:
-    """Validate, then open a writer for `path` (committed on a clean `with` exit)."""
-    return StemWriter(
-        path, format=format, sample_rate=sample_rate, channels=channels, bit_depth=bit_depth
-    )
-
-
 class StemWriter:
     """Streams `(channels, n)` float blocks into one audio file; publishes it on `commit`.
 
@@ -162,9 +149,8 @@ class StemWriter:
         self.clipped_samples = 0
         """Samples (over all channels) beyond ±1 that were clipped; always 0 for float wav."""
         self._subtype = _SUBTYPES[(format, self.bit_depth)]
-        self.partial_path = self.path.with_name(
-            f".{self.path.name}.{uuid.uuid4().hex[:12]}.partial"
-        )
+        self._pending = PendingFile(self.path, suffix=".partial")
+        self.partial_path = self._pending.temp
         self._state: _State = "open"
         self._file = self._open_partial()
 
@@ -213,7 +199,7 @@ class StemWriter:
             raise OutputError(f"{self.path.name}: cannot encode an empty stem as {self.format}")
         try:
             self._file.close()
-            os.replace(self.partial_path, self.path)
+            self._pending.commit()
         except _SOUNDFILE_ERRORS as exc:
             self.abort()
             raise OutputError(f"{self.path.name}: finishing the file failed ({exc})") from exc
@@ -233,7 +219,7 @@ class StemWriter:
         with contextlib.suppress(*_SOUNDFILE_ERRORS):
             self._file.close()
         with contextlib.suppress(OSError):
-            self.partial_path.unlink(missing_ok=True)
+            self._pending.discard()
 
     def _open_partial(self) -> Any:
         extra: dict[str, Any] = {}
@@ -250,7 +236,7 @@ class StemWriter:
                 **extra,
             )
         except _SOUNDFILE_ERRORS as exc:
-            self.partial_path.unlink(missing_ok=True)
+            self._pending.discard()
             self._state = "aborted"
             raise OutputError(
                 f"{self.path.name}: cannot create {self.format} output in "
@@ -277,3 +263,7 @@ class StemWriter:
             return scaled.astype(np.int16)
         # libsndfile writes PCM_24 from int32 by keeping the top 24 bits.
         return scaled.astype(np.int32) << 8
+
+
+open_writer = StemWriter
+"""Validate, then open a writer for `path` (committed on a clean `with` exit)."""

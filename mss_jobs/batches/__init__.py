@@ -7,35 +7,10 @@
     intake.py     a stream of rows → a batch, in committed chunks (resumable, idempotent)
     dispatcher.py keeps each batch's jobs flowing to the broker, ≤ max_in_flight at a time
 
-The rows' data layer (intake, dispatch, cancel, retry, report) is `mss_jobs.db.batches`.
+The rows' data layer is `mss_jobs.db`: intake in `batch_intake`, dispatch, cancel and retry in
+`batch_dispatch`, counts and the report in `batch_queries`.
+
+Import each name from the module that defines it; this package re-exports nothing.
 """
 
-from mss_jobs.batches.manifest import (
-    JobTemplate,
-    ManifestError,
-    ManifestItem,
-    ManifestRow,
-    RejectionCode,
-    RowRejection,
-    filter_listing,
-    listing_rows,
-    parse_s3_prefix,
-    read_csv,
-    read_json_rows,
-    read_jsonl,
-)
-
-__all__ = [
-    "JobTemplate",
-    "ManifestError",
-    "ManifestItem",
-    "ManifestRow",
-    "RejectionCode",
-    "RowRejection",
-    "filter_listing",
-    "listing_rows",
-    "parse_s3_prefix",
-    "read_csv",
-    "read_json_rows",
-    "read_jsonl",
-]
+__all__: list[str] = []

@@ -19,7 +19,6 @@ again once the broker is back and `stale_after` has passed.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,13 +27,13 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mss_jobs.api.errors import BrokerUnavailableError
-from mss_jobs.api.queue import JobQueue
-from mss_jobs.db import transaction
-from mss_jobs.db.batches import Dispatch, mark_completed, stale_queued, take_pending
-from mss_jobs.db.models import MAX_MAX_IN_FLIGHT, Batch
+from mss_jobs.db.batch_dispatch import Dispatch, mark_completed, stale_queued, take_pending
+from mss_jobs.db.schema import MAX_MAX_IN_FLIGHT, Batch
+from mss_jobs.db.session import transaction
 from mss_jobs.domain.lifecycle import BatchStatus
-from mss_jobs.errors import TransientError
+from mss_jobs.errors import BrokerUnavailableError, TransientError
+from mss_jobs.periodic import PeriodicThread
+from mss_jobs.queueing import JobQueue
 
 __all__ = ["DispatchRound", "Dispatcher"]
 
@@ -64,14 +63,18 @@ class Dispatcher:
         interval: float = 2.0,
         stale_after: timedelta = timedelta(minutes=15),
     ) -> None:
-        if interval <= 0:
-            raise ValueError(f"{interval=} must be positive")
         self.sessions = sessions
         self.queue = queue
         self.interval = interval
         self.stale_after = stale_after
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread(
+            self.run_once,
+            interval,
+            name="mss-dispatcher",
+            log=log,
+            on_error=_log_failed_round,
+            stop_timeout=_STOP_TIMEOUT_SECONDS,
+        )
 
     def run_once(self) -> DispatchRound:
         """One round over every active batch, then the stale scan."""
@@ -118,26 +121,19 @@ class Dispatcher:
     # -- thread ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("the dispatcher is already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="mss-dispatcher", daemon=True)
+        """Rounds in a daemon thread; RuntimeError if it is already running."""
         self._thread.start()
 
     def run(self) -> None:
-        """Rounds every `interval` until `stop()`; a failing round is logged, not fatal."""
-        while True:
-            try:
-                self.run_once()
-            except TransientError as exc:
-                log.warning("dispatch round failed (will retry): %s", exc)
-            except Exception:
-                log.exception("dispatch round failed")
-            if self._stop.wait(self.interval):
-                return
+        """Rounds every `interval` in this thread until `stop()`; a failing round is logged."""
+        self._thread.run()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(_STOP_TIMEOUT_SECONDS)
-            self._thread = None
+        self._thread.stop()
+
+
+def _log_failed_round(exc: Exception) -> None:
+    if isinstance(exc, TransientError):
+        log.warning("dispatch round failed (will retry): %s", exc)
+    else:
+        log.error("dispatch round failed", exc_info=exc)

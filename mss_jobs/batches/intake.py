@@ -19,8 +19,8 @@ from typing import Any, Final
 from sqlalchemy.orm import Session, sessionmaker
 
 from mss_jobs.batches.manifest import JobTemplate, ManifestItem, ManifestRow, RowRejection
-from mss_jobs.db import transaction
-from mss_jobs.db.batches import add_jobs, add_rejections, create_batch, finish_intake
+from mss_jobs.db.batch_intake import add_jobs, add_rejections, create_batch, finish_intake
+from mss_jobs.db.session import transaction
 from mss_jobs.domain.lifecycle import Lane
 
 __all__ = ["INTAKE_CHUNK_ROWS", "IntakeResult", "take_in"]

@@ -50,7 +50,7 @@ from mss_jobs.batches.rows import (
     RowRejection,
     json_type,
 )
-from mss_jobs.errors import ConfigError
+from mss_jobs.errors import ConfigError, ManifestError
 from mss_jobs.storage.uri import format_s3_uri, validate_bucket_name
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "MAX_REF_CHARS",
     "MAX_REJECTED_TEXT_CHARS",
     "JobTemplate",
-    "ManifestError",
     "ManifestItem",
     "ManifestRow",
     "RejectionCode",
@@ -76,12 +75,6 @@ __all__ = [
 MAX_LINE_CHARS = 64 * 1024
 MAX_REJECTED_TEXT_CHARS = 2000
 """A rejected row keeps at most this much of its raw text (it is stored and reported)."""
-
-
-class ManifestError(ConfigError):
-    """The manifest as a whole cannot be read (no header, unknown or missing columns)."""
-
-    code = "manifest.invalid"
 
 
 # ---------------------------------------------------------------------------------------------

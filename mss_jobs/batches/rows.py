@@ -17,9 +17,11 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from mss_jobs.domain.lifecycle import MAX_PRIORITY, MIN_PRIORITY
 from mss_jobs.domain.params import JobParams, parse_params
+from mss_jobs.domain.validation import describe_validation_error
 from mss_jobs.errors import ConfigError, UnknownModelError
 from mss_jobs.models.catalog import get_model_info
 from mss_jobs.storage.uri import FileUri, parse_uri
@@ -296,8 +298,13 @@ def _checked_param(key: str, value: Any) -> Any:
     try:
         JobParams.model_validate_json(json.dumps({key: value}))
     except ValidationError as exc:
-        return _Invalid("; ".join(error["msg"] for error in exc.errors()))
+        return _Invalid(describe_validation_error(exc, describe=_message_only))
     return value
+
+
+def _message_only(error: ErrorDetails, _field: str) -> str:
+    """A cell's problem: the column is named already, so the message alone."""
+    return error["msg"]
 
 
 def json_type(value: object) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -113,6 +114,16 @@ def _pad_tail(flat: torch.Tensor, params: StftParams) -> torch.Tensor:
     return torch.nn.functional.pad(flat, (0, max(extra, 0)))
 
 
+def _framing(params: StftParams, device: torch.device) -> dict[str, Any]:
+    """The frame geometry `stft` and `istft` share: the inverse must frame as the forward did."""
+    return {
+        "n_fft": params.n_fft,
+        "hop_length": params.hop_length,
+        "window": stft_window(params.window, params.n_fft, device=device),
+        "center": True,
+    }
+
+
 def stft(waveform: torch.Tensor, params: StftParams) -> ComplexSpectrogram:
     """(..., samples) float → (..., bins, frames) complex64, centered frames (reflect padding
     when the signal allows it, zero padding for signals shorter than n_fft // 2 + 1)."""
@@ -120,15 +131,7 @@ def stft(waveform: torch.Tensor, params: StftParams) -> ComplexSpectrogram:
     flat = waveform.reshape(-1, waveform.shape[-1]).to(torch.float32)
     pad_mode = "reflect" if flat.shape[-1] > params.n_fft // 2 else "constant"
     flat = _pad_tail(flat, params)
-    spec = torch.stft(
-        flat,
-        n_fft=params.n_fft,
-        hop_length=params.hop_length,
-        window=stft_window(params.window, params.n_fft, device=flat.device),
-        center=True,
-        pad_mode=pad_mode,
-        return_complex=True,
-    )
+    spec = torch.stft(flat, **_framing(params, flat.device), pad_mode=pad_mode, return_complex=True)
     return ComplexSpectrogram(spec.reshape(*lead, *spec.shape[-2:]))
 
 
@@ -136,12 +139,5 @@ def istft(spectrogram: ComplexSpectrogram, params: StftParams, *, length: Sample
     """(..., bins, frames) complex → (..., length) float32, the inverse of `stft`."""
     lead = spectrogram.shape[:-2]
     flat = spectrogram.reshape(-1, *spectrogram.shape[-2:])
-    wave = torch.istft(
-        flat,
-        n_fft=params.n_fft,
-        hop_length=params.hop_length,
-        window=stft_window(params.window, params.n_fft, device=flat.device),
-        center=True,
-        length=length,
-    )
+    wave = torch.istft(flat, **_framing(params, flat.device), length=length)
     return wave.reshape(*lead, length)

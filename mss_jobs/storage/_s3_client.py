@@ -5,18 +5,19 @@ from __future__ import annotations
 import functools
 import threading
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
+from pydantic import SecretStr
 
 from mss_jobs.errors import ConfigError
+from mss_jobs.settings import S3Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-__all__ = ["build_client", "check_range", "validate_endpoint_url"]
+__all__ = ["build_client", "check_range"]
 
 
 @functools.cache
@@ -28,29 +29,20 @@ _SESSION_LOCK = threading.Lock()
 
 
 def build_client(
-    *,
-    endpoint_url: str | None,
-    region: str | None,
-    access_key_id: str | None,
-    secret_access_key: str | None,
-    session_token: str | None,
-    max_attempts: int,
-    connect_timeout: float,
-    read_timeout: float,
-    max_pool_connections: int,
+    config: S3Settings, endpoint_url: str | None, max_pool_connections: int
 ) -> S3Client:
-    """An S3 client from one process-wide session, with this storage's region and credentials.
+    """An S3 client of `config` at `endpoint_url`, from one process-wide session.
 
     Sharing the session loads botocore's service models once (a fresh session costs 0.1-0.5 s
     per client). Sessions are not thread-safe, so creation is serialized; clients are safe to
     share between threads. Missing arguments fall back to boto3's usual chain (environment,
     config files, instance role), resolved once per process.
     """
-    config = Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+    client_config = Config(
+        retries={"mode": "standard", "max_attempts": config.max_attempts},
         signature_version="s3v4",
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
         max_pool_connections=max_pool_connections,
         # MinIO and friends rarely have wildcard DNS for virtual-hosted bucket names.
         s3={"addressing_style": "path"} if endpoint_url else None,
@@ -63,26 +55,18 @@ def build_client(
             return _shared_session().client(
                 "s3",
                 endpoint_url=endpoint_url,
-                region_name=region,
-                aws_access_key_id=access_key_id,
-                aws_secret_access_key=secret_access_key,
-                aws_session_token=session_token,
-                config=config,
+                region_name=config.region,
+                aws_access_key_id=config.access_key_id,
+                aws_secret_access_key=_reveal(config.secret_access_key),
+                aws_session_token=_reveal(config.session_token),
+                config=client_config,
             )
     except BotoCoreError as exc:  # unknown profile, unparsable config file, bad region
         raise ConfigError(f"cannot configure the S3 client: {type(exc).__name__}") from exc
 
 
-def validate_endpoint_url(endpoint_url: str | None) -> str | None:
-    if endpoint_url is None:
-        return None
-    parts = urlsplit(endpoint_url)
-    if parts.username is not None or parts.password is not None:
-        # Not echoed: the URL itself holds the credentials.
-        raise ConfigError("S3 endpoint_url must not embed credentials (user:password@)")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"S3 endpoint_url {endpoint_url!r} must be http(s)://host[:port]")
-    return endpoint_url
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
 
 
 def check_range(name: str, value: int, *, low: int, high: int | None = None) -> None:

@@ -26,6 +26,7 @@ from urllib.parse import quote
 from uuid import UUID
 
 from mss_jobs.errors import ConfigError
+from mss_jobs.settings import MAX_PRESIGN_SECONDS
 
 __all__ = [
     "MAX_PRESIGN_SECONDS",
@@ -47,9 +48,6 @@ __all__ = [
 
 JobId = str | int | UUID
 """A job's id as the database hands it over; rendered with `str()` inside keys."""
-
-MAX_PRESIGN_SECONDS = 7 * 24 * 3600
-"""SigV4 presigned URLs cannot outlive seven days."""
 
 _MAX_KEY_BYTES = 1024  # S3's limit on key length
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")

@@ -18,8 +18,8 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
+from mss_jobs.atomic import CHUNK_SIZE, copy_file
 from mss_jobs.errors import ConfigError, InputNotFoundError, StorageError
-from mss_jobs.storage._files import CHUNK_SIZE, atomic_destination, copy_hashing
 from mss_jobs.storage.base import (
     DownloadedObject,
     StoredObject,
@@ -81,8 +81,7 @@ class LocalStorage:
         if not source.is_file():
             raise StorageError(f"cannot upload {source} to {self.uri_for(key)}: not a file")
         try:
-            with atomic_destination(dest) as temp:
-                size, sha256 = copy_hashing(source, temp, chunk_size=self._chunk_size)
+            size, sha256 = copy_file(source, dest, chunk_size=self._chunk_size)
         except OSError as exc:
             raise StorageError(
                 f"cannot store {source} at {self.uri_for(key)}: {exc.strerror}"
@@ -155,8 +154,7 @@ class LocalStorage:
         if not source.is_file():
             raise InputNotFoundError(f"no object at {self.uri_for(key)}")
         try:
-            with atomic_destination(dest) as temp:
-                return copy_hashing(source, temp, chunk_size=self._chunk_size)
+            return copy_file(source, dest, chunk_size=self._chunk_size)
         except FileNotFoundError as exc:  # deleted between the check and the copy
             if not source.is_file():
                 raise InputNotFoundError(f"no object at {self.uri_for(key)}") from exc

@@ -22,7 +22,6 @@ Error mapping (messages name the bucket and key, never credentials):
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -32,9 +31,10 @@ from typing import TYPE_CHECKING, Any, cast
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from mss_jobs.atomic import CHUNK_SIZE, atomic_destination, hash_chunks, hash_file
 from mss_jobs.errors import ConfigError, InputNotFoundError, MssError, StorageError
-from mss_jobs.storage._files import CHUNK_SIZE, atomic_destination, hash_file
-from mss_jobs.storage._s3_client import build_client, check_range, validate_endpoint_url
+from mss_jobs.settings import MIB, S3Settings
+from mss_jobs.storage._s3_client import build_client, check_range
 from mss_jobs.storage._s3_errors import (
     MAPPED_EXCEPTIONS,
     is_not_found,
@@ -62,107 +62,80 @@ from mss_jobs.storage.uri import (
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_s3.literals import BucketLocationConstraintType
-    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef, ObjectIdentifierTypeDef
 
 __all__ = ["MIB", "S3Storage"]
 
-MIB = 1024 * 1024
-_MIN_PART_SIZE = 5 * MIB  # S3 rejects multipart parts below 5 MiB (except the last)
 _MAX_DELETE_BATCH = 1000  # DeleteObjects accepts at most 1000 keys per request
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class S3Storage:
-    """`ObjectStorage` on an S3-compatible bucket.
+    """`ObjectStorage` on an S3-compatible bucket, configured by one `S3Settings`.
 
-    Pass `endpoint_url` for MinIO/moto (path-style addressing is then used, since such servers
-    rarely have wildcard DNS for virtual-hosted buckets). Credentials default to boto3's usual
-    chain (environment, config files, instance role) when not given. `client` injects a ready
-    boto3 S3 client instead; it excludes the connection arguments.
+    `S3Storage(settings.s3)`, `S3Storage(settings.s3, bucket=…)` (fields replaced), or
+    `S3Storage("bucket", endpoint_url=…, …)` with any `S3Settings` fields as keywords; invalid
+    values raise `ConfigError`. With `endpoint_url` (MinIO, moto) path-style addressing is used,
+    since such servers rarely have wildcard DNS for virtual-hosted buckets. Credentials default
+    to boto3's usual chain (environment, config files, instance role) when not given. `client`
+    injects a ready boto3 S3 client instead; it excludes the connection settings.
 
-    `max_attempts` counts the first try (botocore "standard" retry mode, with jittered backoff).
     `list_page_size` and `delete_batch_size` exist so tests can exercise pagination cheaply.
     """
 
     def __init__(
         self,
-        bucket: str,
+        config: S3Settings | str,
+        /,
         *,
-        prefix: str = "",
-        endpoint_url: str | None = None,
-        public_endpoint_url: str | None = None,
-        region: str | None = None,
-        access_key_id: str | None = None,
-        secret_access_key: str | None = None,
-        session_token: str | None = None,
         client: S3Client | None = None,
-        multipart_threshold: int = 8 * MIB,
-        multipart_chunksize: int = 8 * MIB,
-        max_concurrency: int = 8,
-        max_attempts: int = 5,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
         list_page_size: int = 1000,
         delete_batch_size: int = _MAX_DELETE_BATCH,
+        **options: Any,
     ) -> None:
-        self._bucket = validate_bucket_name(bucket)
-        self._prefix = normalize_prefix(prefix)
-        self._endpoint_url = validate_endpoint_url(endpoint_url)
-        check_range("multipart_threshold", multipart_threshold, low=_MIN_PART_SIZE)
-        check_range("multipart_chunksize", multipart_chunksize, low=_MIN_PART_SIZE)
-        check_range("max_concurrency", max_concurrency, low=1, high=64)
-        check_range("max_attempts", max_attempts, low=1, high=20)
+        if isinstance(config, str):
+            config = S3Settings.of(bucket=config, **options)
+        elif options:
+            config = S3Settings.of(config, **options)
+        if config.bucket is None:
+            raise ConfigError("S3 storage needs a bucket name")
+        self._config = config
+        self._bucket = validate_bucket_name(config.bucket)
+        self._prefix = normalize_prefix(config.prefix)
         check_range("list_page_size", list_page_size, low=1, high=1000)
         check_range("delete_batch_size", delete_batch_size, low=1, high=_MAX_DELETE_BATCH)
-        if connect_timeout <= 0 or read_timeout <= 0:
-            raise ConfigError(f"S3 timeouts must be positive: {connect_timeout=}, {read_timeout=}")
-        if (access_key_id is None) != (secret_access_key is None):
-            raise ConfigError("give both access_key_id and secret_access_key, or neither")
         self._list_page_size = list_page_size
         self._delete_batch_size = delete_batch_size
         self._transfer = TransferConfig(
-            multipart_threshold=multipart_threshold,
-            multipart_chunksize=multipart_chunksize,
-            max_concurrency=max_concurrency,
+            multipart_threshold=config.multipart_threshold,
+            multipart_chunksize=config.multipart_chunksize,
+            max_concurrency=config.max_concurrency,
             use_threads=True,
             # The CRT client (picked automatically when awscrt is installed) ignores part of
             # this config; the classic one behaves the same everywhere.
             preferred_transfer_client="classic",
         )
+        endpoint, public = config.endpoint_url, config.public_endpoint_url
         if client is not None:
-            if endpoint_url or public_endpoint_url or region or access_key_id or session_token:
+            if endpoint or public or config.region or config.access_key_id or config.session_token:
                 raise ConfigError("pass either an S3 client or connection arguments, not both")
             self._client = self._signer = client
             return
-
-        def client_for(endpoint: str | None, pool: int) -> S3Client:
-            return build_client(
-                endpoint_url=endpoint,
-                region=region,
-                access_key_id=access_key_id,
-                secret_access_key=secret_access_key,
-                session_token=session_token,
-                max_attempts=max_attempts,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                max_pool_connections=pool,
-            )
-
         # One connection per concurrent part, plus headroom for listing/presigning callers.
-        self._client = client_for(self._endpoint_url, max(10, max_concurrency + 2))
+        self._client = build_client(config, endpoint, max(10, config.max_concurrency + 2))
         # Presigned URLs are for clients, who may reach the store at another address than this
         # process does (compose's `minio:9000` vs the host's `localhost:9000`). SigV4 signs the
         # host, so such URLs are signed by a second client configured with the public address;
         # signing makes no request.
-        public = validate_endpoint_url(public_endpoint_url)
         self._signer = (
             self._client
-            if public is None or public == self._endpoint_url
-            else client_for(public, 1)
+            if public is None or public == endpoint
+            else build_client(config, public, 1)
         )
 
     def __repr__(self) -> str:
-        endpoint = f", endpoint_url={self._endpoint_url!r}" if self._endpoint_url else ""
+        url = self._config.endpoint_url
+        endpoint = f", endpoint_url={url!r}" if url else ""
         return f"S3Storage(bucket={self._bucket!r}, prefix={self._prefix!r}{endpoint})"
 
     @property
@@ -172,6 +145,11 @@ class S3Storage:
     @property
     def prefix(self) -> str:
         return self._prefix
+
+    @property
+    def config(self) -> S3Settings:
+        """The settings this storage was built from."""
+        return self._config
 
     @property
     def client(self) -> S3Client:
@@ -227,18 +205,13 @@ class S3Storage:
                 str(source), self._bucket, key, ExtraArgs=extra_args, Config=self._transfer
             )
             head = self._client.head_object(Bucket=self._bucket, Key=key)
-        stored_size = head.get("ContentLength")
-        if stored_size != size:
-            raise StorageError(
-                f"upload of {source} to {self.uri_for(key)} stored {stored_size} bytes, "
-                f"expected {size} (was the file modified during the upload?)"
-            )
-        return StoredObject(
-            uri=self.uri_for(key),
-            key=key,
-            bytes=size,
+        return self._stored(
+            key,
+            head,
+            size=size,
             sha256=sha256,
-            etag=head.get("ETag", "").strip('"'),
+            what=f"upload of {source}",
+            hint=" (was the file modified during the upload?)",
         )
 
     def download_file(self, uri_or_key: str, dest_path: str | Path) -> DownloadedObject:
@@ -300,17 +273,8 @@ class S3Storage:
             )
         with self._mapped("copy check", bucket=self._bucket, key=dest_key):
             copied = self._client.head_object(Bucket=self._bucket, Key=dest_key)
-        if copied.get("ContentLength") != size:
-            raise StorageError(
-                f"copy of s3://{bucket}/{key} to {self.uri_for(dest_key)} stored "
-                f"{copied.get('ContentLength')} bytes, expected {size}"
-            )
-        return StoredObject(
-            uri=self.uri_for(dest_key),
-            key=dest_key,
-            bytes=size,
-            sha256=sha256,
-            etag=copied.get("ETag", "").strip('"'),
+        return self._stored(
+            dest_key, copied, size=size, sha256=sha256, what=f"copy of s3://{bucket}/{key}"
         )
 
     def exists(self, key: str) -> bool:
@@ -378,6 +342,30 @@ class S3Storage:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _stored(
+        self,
+        key: str,
+        head: HeadObjectOutputTypeDef,
+        *,
+        size: int,
+        sha256: str,
+        what: str,
+        hint: str = "",
+    ) -> StoredObject:
+        """The object just written at `key`, once its HeadObject shows the expected size."""
+        stored_size = head.get("ContentLength")
+        if stored_size != size:
+            raise StorageError(
+                f"{what} to {self.uri_for(key)} stored {stored_size} bytes, expected {size}{hint}"
+            )
+        return StoredObject(
+            uri=self.uri_for(key),
+            key=key,
+            bytes=size,
+            sha256=sha256,
+            etag=head.get("ETag", "").strip('"'),
+        )
+
     def _locate(self, uri_or_key: str) -> tuple[str, str]:
         if not looks_like_uri(uri_or_key):
             return self._bucket, validate_key(uri_or_key)
@@ -388,7 +376,6 @@ class S3Storage:
 
     def _hash_object(self, bucket: str, key: str, *, etag: str) -> str:
         """SHA-256 of the object, streamed in chunks (conditional on `etag` when given)."""
-        digest = hashlib.sha256()
         with self._mapped("hash", bucket=bucket, key=key):
             if etag:
                 response = self._client.get_object(Bucket=bucket, Key=key, IfMatch=etag)
@@ -396,11 +383,9 @@ class S3Storage:
                 response = self._client.get_object(Bucket=bucket, Key=key)
             body = response["Body"]
             try:
-                for chunk in body.iter_chunks(CHUNK_SIZE):
-                    digest.update(chunk)
+                return hash_chunks(body.iter_chunks(CHUNK_SIZE))[1]
             finally:
                 body.close()
-        return digest.hexdigest()
 
     def _pages(self, folder: str) -> Iterator[list[str]]:
         """Keys under `folder`, one list per ListObjectsV2 page."""
