@@ -45,10 +45,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from real_services import fresh_database  # noqa: E402
 
 from mss_jobs.batches.manifest import JobTemplate  # noqa: E402
-from mss_jobs.db import make_engine, make_session_factory, transaction  # noqa: E402
-from mss_jobs.db.batches import create_batch  # noqa: E402
-from mss_jobs.db.jobs import params_hash  # noqa: E402
-from mss_jobs.db.models import Job, utcnow  # noqa: E402
+from mss_jobs.db.batch_intake import create_batch  # noqa: E402
+from mss_jobs.db.job_intake import params_hash  # noqa: E402
+from mss_jobs.db.schema import Job, utcnow  # noqa: E402
+from mss_jobs.db.session import make_engine, make_session_factory, transaction  # noqa: E402
 from mss_jobs.domain.lifecycle import JobStatus  # noqa: E402
 
 MODEL = "dsp-hpss"

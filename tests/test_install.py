@@ -23,12 +23,14 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from real_services import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_STACK = ("torch", "torchaudio", "numpy", "triton")
 # Import names of everything only the worker extra brings: what the emulated slim set hides.
 WORKER_ONLY = ("torch", "torchaudio", "numpy", "soundfile", "av", "demucs", "safetensors", "yaml")
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_INDEX = 14
+"""Shared with the Flower tests: this test uses its own queue names and flushes nothing."""
 
 
 def _lock() -> dict[str, dict[str, object]]:
@@ -116,12 +118,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def slim_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def slim_api(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[str, Path]]:
+    broker_url = redis_server.url(REDIS_INDEX)
     lanes = f"slim-{uuid.uuid4().hex[:8]}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MSS_")},
         "MSS_DATA_DIR": str(tmp_path / "data"),
-        "MSS_BROKER_URL": REDIS_URL,
+        "MSS_BROKER_URL": broker_url,
         "MSS_QUEUE_INTERACTIVE": f"{lanes}-interactive",
         "MSS_QUEUE_BULK": f"{lanes}-bulk",
     }
@@ -154,7 +157,7 @@ def slim_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         process.terminate()
         process.wait(timeout=30)
-        client = redis.Redis.from_url(REDIS_URL)
+        client = redis.Redis.from_url(broker_url)
         client.delete(f"{lanes}-interactive", f"{lanes}-bulk")
         client.close()
 

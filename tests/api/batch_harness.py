@@ -7,10 +7,7 @@ import contextlib
 import csv
 import io
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -20,9 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from worker_harness import isolated_env  # on sys.path through tests/api/conftest.py
+from service_processes import ServiceProcess
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BATCH_TIMEOUT = 90.0
 API_START_TIMEOUT = 30.0
 PAGE_LIMIT = 1000
@@ -190,16 +186,13 @@ def free_port() -> int:
         return port
 
 
-class ApiProcess:
+class ApiProcess(ServiceProcess):
     """`uvicorn --factory mss_jobs.api.main:app_from_env` in its own process group, configured by
     `env` (`MSS_*`), logging to a file: its dispatcher thread dies with it on `kill()`."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self.log_path = log_path
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        clean = isolated_env(env, log_path.parent)
-        self._log = log_path.open("wb")
         command = [
             sys.executable,
             "-m",
@@ -213,17 +206,7 @@ class ApiProcess:
             "--log-level",
             "warning",
         ]
-        self.process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=clean,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(command, env, log_path)
 
     def wait_ready(self, timeout: float = API_START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -241,20 +224,3 @@ class ApiProcess:
     def client(self) -> Iterator[httpx.Client]:
         with httpx.Client(base_url=self.base_url, timeout=30.0, trust_env=False) as http:
             yield http
-
-    def kill(self) -> None:
-        """SIGKILL the server: no shutdown, no dispatcher stop, as a crashed machine would."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self._log.close()

@@ -34,8 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mss_jobs.batches.intake import take_in
 from mss_jobs.batches.manifest import JobTemplate, read_csv
-from mss_jobs.db import Job, transaction
-from mss_jobs.db.models import Batch, utcnow
+from mss_jobs.db.schema import Batch, Job, utcnow
+from mss_jobs.db.session import transaction
 from mss_jobs.storage import S3Storage
 
 pytestmark = pytest.mark.timeout(120)

@@ -40,28 +40,29 @@ from batch_harness import (
     wait_batch,
     waiting_job_ids,
 )
-from real_services import flushed_redis, fresh_database
+from real_services import REDIS_URL, PostgresServer, RedisServer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from worker_harness import WorkerProcess, wav_bytes
 
-from mss_jobs.db import Job, make_engine, make_session_factory, transaction
-from mss_jobs.db.models import Batch, JobEvent, JobOutput
+from mss_jobs.db.schema import Batch, Job, JobEvent, JobOutput
+from mss_jobs.db.session import make_engine, make_session_factory, transaction
 from mss_jobs.domain.lifecycle import BatchStatus, EventKind
 from mss_jobs.storage import S3Storage, job_prefix
 
 pytestmark = pytest.mark.timeout(240)
 
 Sessions = sessionmaker[Session]
-E2E_REDIS_URL = "redis://127.0.0.1:6379/11"
+E2E_REDIS_INDEX = 11
+E2E_REDIS_URL = f"{REDIS_URL.rstrip('/')}/{E2E_REDIS_INDEX}"
 WAV32 = {"format": "wav", "bit_depth": 32}
 MODEL_STAGES = ("analyze", "separate")
 """Stages only a job that runs the model goes through (a reused result skips them)."""
 
 
 @pytest.fixture(scope="module")
-def e2e_database() -> Iterator[str]:
-    with fresh_database("mss_batch_e2e") as url:
+def e2e_database(postgres: PostgresServer) -> Iterator[str]:
+    with postgres.database("mss_batch_e2e") as url:
         yield url
 
 
@@ -73,9 +74,11 @@ def e2e_sessions(e2e_database: str) -> Iterator[Sessions]:
 
 
 @pytest.fixture(scope="module")
-def e2e_env(api_env: dict[str, str], e2e_database: str) -> Iterator[dict[str, str]]:
+def e2e_env(
+    api_env: dict[str, str], e2e_database: str, redis_server: RedisServer
+) -> Iterator[dict[str, str]]:
     """The API tests' S3 bucket, with this module's database and Redis database."""
-    with flushed_redis(E2E_REDIS_URL) as broker_url:
+    with redis_server.flushed(E2E_REDIS_INDEX) as broker_url:
         yield {
             **api_env,
             "MSS_DATABASE_URL": e2e_database,

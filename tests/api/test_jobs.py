@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from worker_harness import wav_bytes
 
-from mss_jobs.db import Job, transaction
+from mss_jobs.db.schema import Job
+from mss_jobs.db.session import transaction
 from mss_jobs.storage import S3Storage
 
 pytestmark = pytest.mark.timeout(120)

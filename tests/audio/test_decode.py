@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import pytest
 import scipy.signal
 import soundfile as sf
 import torch
+import torchaudio.functional
 
 import mss_jobs.audio
 from mss_jobs.audio.decode import AudioInfo, probe, read_blocks
@@ -478,6 +480,37 @@ def test_file_deleted_between_passes(audio: AudioFactory) -> None:
     _assert_error(exc_info, InputNotFoundError, "gone.wav")
 
 
-def test_package_exports() -> None:
-    for name in mss_jobs.audio.__all__:
-        assert getattr(mss_jobs.audio, name) is not None
+def test_the_package_streams_a_track_from_file_to_stem(audio: AudioFactory) -> None:
+    """`mss_jobs.audio` as a caller uses it, through the package alone: probe a file, read it in
+    default-sized blocks, resample the stream, write it as a stem and read the stem back."""
+    rate, out_rate, frames = 44100, 48000, mss_jobs.audio.DEFAULT_BLOCK_FRAMES + 1000
+    signal = audio.sines(frames, sample_rate=rate, channels=2)
+    path = audio.soundfile("mix.wav", signal, sample_rate=rate, format="WAV", subtype="FLOAT")
+
+    info = mss_jobs.audio.probe(path)
+    blocks = list(mss_jobs.audio.read_blocks(path, info=info))
+    assert (info.sample_rate, info.channels, info.frames) == (rate, 2, frames)
+    assert [block.shape[1] for block in blocks] == [mss_jobs.audio.DEFAULT_BLOCK_FRAMES, 1000]
+
+    bit_depth = mss_jobs.audio.validate_output(
+        "flac", sample_rate=out_rate, channels=2, bit_depth=None
+    )
+    stem = path.with_name(f"vocals.{mss_jobs.audio.extension_for('flac')}")
+    with mss_jobs.audio.open_writer(
+        stem, format="flac", sample_rate=out_rate, channels=2, bit_depth=bit_depth
+    ) as writer:
+        for block in mss_jobs.audio.resample_blocks(blocks, rate, out_rate, channels=2):
+            writer.write(block)
+
+    out_frames = math.ceil(frames * out_rate / rate)
+    assert (bit_depth, writer.frames_written) == (24, out_frames)
+    assert mss_jobs.audio.probe(stem) == mss_jobs.audio.AudioInfo(
+        format="flac",
+        encoding="pcm_s24",
+        sample_rate=out_rate,
+        channels=2,
+        bit_depth=24,
+        frames=out_frames,
+    )
+    whole = torchaudio.functional.resample(torch.from_numpy(signal), rate, out_rate).numpy()
+    np.testing.assert_allclose(_decode(stem), whole, rtol=0, atol=1e-6)  # 24 bit: 2^-23 steps

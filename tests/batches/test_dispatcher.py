@@ -11,12 +11,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mss_jobs.api.errors import BrokerUnavailableError
 from mss_jobs.batches.dispatcher import Dispatcher
 from mss_jobs.batches.manifest import ManifestRow
-from mss_jobs.db import batches, jobs, make_engine, make_session_factory, migrate, transaction
-from mss_jobs.db.models import Batch, Job
+from mss_jobs.db import batch_intake, job_transitions, migrate
+from mss_jobs.db.schema import Batch, Job
+from mss_jobs.db.session import make_engine, make_session_factory, transaction
 from mss_jobs.domain.lifecycle import BatchStatus, JobStatus
+from mss_jobs.errors import BrokerUnavailableError
 
 
 class FlakyQueue:
@@ -42,14 +43,14 @@ def sessions(tmp_path: Path) -> sessionmaker[Session]:
 
 def _batch(sessions: sessionmaker[Session], rows: int, *, max_in_flight: int) -> uuid.UUID:
     with transaction(sessions) as session:
-        batch, _ = batches.create_batch(
+        batch, _ = batch_intake.create_batch(
             session,
             model="identity",
             params={},
             source={"kind": "rows"},
             max_in_flight=max_in_flight,
         )
-        batches.add_jobs(
+        batch_intake.add_jobs(
             session,
             batch_id=batch.id,
             rows=[
@@ -57,7 +58,7 @@ def _batch(sessions: sessionmaker[Session], rows: int, *, max_in_flight: int) ->
                 for line in range(1, rows + 1)
             ],
         )
-        batches.finish_intake(session, batch_id=batch.id)
+        batch_intake.finish_intake(session, batch_id=batch.id)
         return batch.id
 
 
@@ -101,12 +102,12 @@ def test_the_bound_holds_and_a_finished_batch_completes(sessions: sessionmaker[S
     assert dispatcher.run_once().published == 2
     for job_id in queue.sent:
         with transaction(sessions) as session:
-            assert jobs.claim_job(session, job_id=job_id, worker="w:1") is not None
-            assert jobs.mark_succeeded(session, job_id=job_id) is not None
+            assert job_transitions.claim_job(session, job_id=job_id, worker="w:1") is not None
+            assert job_transitions.mark_succeeded(session, job_id=job_id) is not None
     assert dispatcher.run_once().published == 1
     with transaction(sessions) as session:
-        assert jobs.claim_job(session, job_id=queue.sent[2], worker="w:1") is not None
-        assert jobs.mark_succeeded(session, job_id=queue.sent[2]) is not None
+        assert job_transitions.claim_job(session, job_id=queue.sent[2], worker="w:1") is not None
+        assert job_transitions.mark_succeeded(session, job_id=queue.sent[2]) is not None
 
     assert dispatcher.run_once().completed == 1
     with transaction(sessions) as session:

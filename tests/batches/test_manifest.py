@@ -14,7 +14,6 @@ import pytest
 from mss_jobs.batches import manifest
 from mss_jobs.batches.manifest import (
     JobTemplate,
-    ManifestError,
     ManifestRow,
     RejectionCode,
     RowRejection,
@@ -26,7 +25,7 @@ from mss_jobs.batches.manifest import (
     read_jsonl,
 )
 from mss_jobs.domain.params import parse_params
-from mss_jobs.errors import ConfigError, UnknownModelError
+from mss_jobs.errors import ConfigError, ManifestError, UnknownModelError
 
 TEMPLATE = JobTemplate.build(model="dsp-hpss", params={"format": "flac"}, priority=4)
 

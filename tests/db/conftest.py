@@ -1,9 +1,9 @@
 """Databases for the job-database tests: real PostgreSQL and SQLite files, migrated with Alembic.
 
-PostgreSQL: one fresh database `mss_test_<random>` per need, created through an AUTOCOMMIT
-connection to the server's `postgres` database and dropped at the end of the test session
-(`MSS_TEST_POSTGRES_ADMIN_URL` points elsewhere). An unreachable server fails the tests rather
-than skipping them: CI starts it (`.ci/run`).
+PostgreSQL comes from the shared `postgres` fixture (`tests/real_services.py`): fresh databases
+`mss_db_test_<random>`, dropped at the end of the session. The `dialect` parameter
+`postgresql` is marked `services`; its `sqlite` twin needs no server and runs under
+`-m "not services"` too.
 
 Data-function tests take `sessions` (parametrized over both dialects); they share one migrated
 database per dialect, emptied before each test, so the schema they run on is the migrated one.
@@ -11,7 +11,6 @@ database per dialect, emptied before each test, so the schema they run on is the
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -19,89 +18,35 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from real_services import PostgresServer
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from mss_jobs.db import migrate
 from mss_jobs.db.session import make_engine, make_session_factory
 
-ADMIN_URL = os.environ.get(
-    "MSS_TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-DIALECTS = ["sqlite", "postgresql"]
+DIALECTS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)]
+DATABASE_PREFIX = "mss_db_test"
 
 T = TypeVar("T")
 
 
-class PostgresServer:
-    """Creates throwaway databases on the test server and drops them at the end."""
-
-    def __init__(self, admin: Engine) -> None:
-        self.admin = admin
-        self.created: list[str] = []
-
-    def create_database(self) -> str:
-        name = f"mss_test_{secrets.token_hex(6)}"
-        with self.admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        self.created.append(name)
-        return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-    def waiting_backends(self) -> int:
-        """Backends blocked on a lock in any test database (for deterministic race tests)."""
-        with self.admin.connect() as connection:
-            query = text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE wait_event_type = 'Lock' AND datname LIKE 'mss_test_%'"
-            )
-            return int(connection.execute(query).scalar_one())
-
-    def drop_all(self) -> None:
-        with self.admin.connect() as connection:
-            for name in self.created:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """A SQLite database migrated to head once for the whole session."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'mss.db'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        with admin.connect():
-            pass
-    except OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {ADMIN_URL} ({exc.orig}); start it "
-            "(pg_ctlcluster <version> main start) or set MSS_TEST_POSTGRES_ADMIN_URL"
-        )
-    server = PostgresServer(admin)
-    yield server
-    server.drop_all()
-    admin.dispose()
-
-
-def _new_database_url(dialect: str, postgres: PostgresServer, folder: Path) -> str:
-    if dialect == "postgresql":
-        return postgres.create_database()
-    return f"sqlite:///{folder / f'mss-{secrets.token_hex(4)}.db'}"
-
-
-@pytest.fixture(scope="session")
-def migrated_engines(
-    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Engine]]:
-    """One database per dialect, migrated to head once for the whole session."""
-    folder = tmp_path_factory.mktemp("sqlite")
-    engines: dict[str, Engine] = {}
-    for dialect in DIALECTS:
-        url = _new_database_url(dialect, postgres, folder)
-        migrate.upgrade(url)
-        engines[dialect] = make_engine(url)
-    yield engines
-    for engine in engines.values():
-        engine.dispose()
+def migrated_postgresql(postgres: PostgresServer) -> Iterator[Engine]:
+    """A PostgreSQL database migrated to head once for the whole session."""
+    engine = make_engine(postgres.create_database(DATABASE_PREFIX, migrated=True))
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(params=DIALECTS)
@@ -110,9 +55,24 @@ def dialect(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def empty_url(dialect: str, postgres: PostgresServer, tmp_path: Path) -> str:
+def new_empty_url(
+    dialect: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[[], str]:
+    """`new_empty_url()`: a new, empty database of `dialect` (never migrated) on each call."""
+
+    def new() -> str:
+        if dialect == "postgresql":  # a `services` parameter: only then is the server reached
+            postgres: PostgresServer = request.getfixturevalue("postgres")
+            return postgres.create_database(DATABASE_PREFIX)
+        return f"sqlite:///{tmp_path / f'mss-{secrets.token_hex(4)}.db'}"
+
+    return new
+
+
+@pytest.fixture
+def empty_url(new_empty_url: Callable[[], str]) -> str:
     """A new, empty database of `dialect` (never migrated)."""
-    return _new_database_url(dialect, postgres, tmp_path)
+    return new_empty_url()
 
 
 def _emptied(engine: Engine) -> Engine:
@@ -123,9 +83,11 @@ def _emptied(engine: Engine) -> Engine:
 
 
 @pytest.fixture
-def engine(dialect: str, migrated_engines: dict[str, Engine]) -> Engine:
-    """The migrated database of `dialect`, emptied."""
-    return _emptied(migrated_engines[dialect])
+def engine(dialect: str, request: pytest.FixtureRequest) -> Engine:
+    """The migrated database of `dialect`, emptied (`migrated_sqlite` or `migrated_postgresql`:
+    only the `services` parameter reaches the server)."""
+    migrated: Engine = request.getfixturevalue(f"migrated_{dialect}")
+    return _emptied(migrated)
 
 
 @pytest.fixture
@@ -134,9 +96,9 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def pg_sessions(migrated_engines: dict[str, Engine]) -> sessionmaker[Session]:
+def pg_sessions(migrated_postgresql: Engine) -> sessionmaker[Session]:
     """Sessions on the migrated PostgreSQL database alone (lock-interleaving tests)."""
-    return make_session_factory(_emptied(migrated_engines["postgresql"]))
+    return make_session_factory(_emptied(migrated_postgresql))
 
 
 @pytest.fixture

@@ -18,10 +18,18 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mss_jobs.batches.manifest import JobTemplate, ManifestRow, RowRejection, read_csv
-from mss_jobs.db import batches, jobs
-from mss_jobs.db.models import Batch, BatchRejection, Job, JobEvent, JobOutput
+from mss_jobs.db import (
+    batch_dispatch,
+    batch_intake,
+    batch_queries,
+    job_intake,
+    job_queries,
+    job_transitions,
+)
+from mss_jobs.db.schema import Batch, BatchRejection, Job, JobEvent, JobOutput
 from mss_jobs.db.session import transaction
 from mss_jobs.domain.lifecycle import BatchStatus, EventKind, JobStatus
+from mss_jobs.errors import BatchKeyConflictError, BatchNotFoundError, BatchStateError
 
 Sessions = sessionmaker[Session]
 Concurrently = Callable[[list[Callable[[], Any]]], list[Any]]
@@ -33,7 +41,7 @@ SOURCE = {"kind": "manifest", "format": "csv"}
 
 @dataclass(frozen=True)
 class Row:
-    """A row as the manifest parser yields it (satisfies `batches.BatchRow`)."""
+    """A row as the manifest parser yields it (satisfies `job_intake.BatchRow`)."""
 
     line: int
     input: str = ""
@@ -79,14 +87,14 @@ def new_batch(sessions: Sessions, **overrides: Any) -> uuid.UUID:
     arguments: dict[str, Any] = {"model": "dsp-hpss", "params": PARAMS, "source": SOURCE}
     arguments.update(overrides)
     with transaction(sessions) as session:
-        batch, created = batches.create_batch(session, **arguments)
+        batch, created = batch_intake.create_batch(session, **arguments)
         assert created
         return batch.id
 
 
 def add(sessions: Sessions, batch_id: uuid.UUID, lines: range | list[int], **row: Any) -> int:
     with transaction(sessions) as session:
-        return batches.add_jobs(
+        return batch_intake.add_jobs(
             session, batch_id=batch_id, rows=(Row(line=line, **row) for line in lines)
         )
 
@@ -95,13 +103,13 @@ def batch_with_jobs(sessions: Sessions, lines: int, **overrides: Any) -> uuid.UU
     batch_id = new_batch(sessions, **overrides)
     add(sessions, batch_id, range(1, lines + 1))
     with transaction(sessions) as session:
-        assert batches.finish_intake(session, batch_id=batch_id)
+        assert batch_intake.finish_intake(session, batch_id=batch_id)
     return batch_id
 
 
 def read_batch(sessions: Sessions, batch_id: uuid.UUID) -> Batch:
     with transaction(sessions) as session:
-        batch = batches.get_batch(session, batch_id=batch_id)
+        batch = batch_queries.get_batch(session, batch_id=batch_id)
         assert batch is not None
         return batch
 
@@ -123,25 +131,27 @@ def job_at(sessions: Sessions, batch_id: uuid.UUID, line: int) -> Job:
         ).one()
 
 
-def take(sessions: Sessions, batch_id: uuid.UUID, limit: int) -> list[batches.Dispatch]:
+def take(sessions: Sessions, batch_id: uuid.UUID, limit: int) -> list[batch_dispatch.Dispatch]:
     with transaction(sessions) as session:
-        return batches.take_pending(session, batch_id=batch_id, limit=limit)
+        return batch_dispatch.take_pending(session, batch_id=batch_id, limit=limit)
 
 
 def run_job(sessions: Sessions, job_id: uuid.UUID, outcome: str) -> None:
     """Claim the job as a worker would and finish it with `outcome`."""
     with transaction(sessions) as session:
-        claimed = jobs.claim_job(session, job_id=job_id, worker="w1")
+        claimed = job_transitions.claim_job(session, job_id=job_id, worker="w1")
         assert claimed is not None
         if outcome == "succeeded":
-            assert jobs.mark_succeeded(session, job_id=job_id)
+            assert job_transitions.mark_succeeded(session, job_id=job_id)
         elif outcome == "failed":
-            assert jobs.mark_failed(session, job_id=job_id, code="audio.empty", message="silent")
+            assert job_transitions.mark_failed(
+                session, job_id=job_id, code="audio.empty", message="silent"
+            )
 
 
 def event_kinds(sessions: Sessions, job_id: uuid.UUID) -> list[EventKind]:
     with transaction(sessions) as session:
-        return [event.kind for event in jobs.list_events(session, job_id=job_id)]
+        return [event.kind for event in job_queries.list_events(session, job_id=job_id)]
 
 
 # -- creation ----------------------------------------------------------------------------------
@@ -162,7 +172,7 @@ def test_create_batch_starts_active_with_its_spec(db: Sessions) -> None:
         0,
     )
     assert batch.params == PARAMS
-    assert batch.params_hash == jobs.params_hash(PARAMS)
+    assert batch.params_hash == job_intake.params_hash(PARAMS)
     assert batch.source == SOURCE
     assert batch.created_at.tzinfo is UTC
     assert (batch.intake_finished_at, batch.finished_at) == (None, None)
@@ -171,7 +181,7 @@ def test_create_batch_starts_active_with_its_spec(db: Sessions) -> None:
 def test_batch_key_returns_the_same_batch_for_the_same_spec(db: Sessions) -> None:
     first = new_batch(db, batch_key="catalog-2025")
     with transaction(db) as session:
-        again, created = batches.create_batch(
+        again, created = batch_intake.create_batch(
             session,
             model="dsp-hpss",
             params=dict(reversed(PARAMS.items())),
@@ -196,14 +206,14 @@ def test_batch_key_reused_for_another_spec_is_a_conflict(
 ) -> None:
     new_batch(db, batch_key="k")
     arguments: dict[str, Any] = {"model": "dsp-hpss", "params": PARAMS, "source": SOURCE}
-    with pytest.raises(batches.BatchKeyConflictError, match="'k'"), transaction(db) as session:
-        batches.create_batch(session, **{**arguments, **change}, batch_key="k")
+    with pytest.raises(BatchKeyConflictError, match="'k'"), transaction(db) as session:
+        batch_intake.create_batch(session, **{**arguments, **change}, batch_key="k")
 
 
 def test_batch_key_race_creates_one_batch(db: Sessions, concurrently: Concurrently) -> None:
     def create() -> tuple[uuid.UUID, bool]:
         with transaction(db) as session:
-            batch, created = batches.create_batch(
+            batch, created = batch_intake.create_batch(
                 session, model="dsp-hpss", params=PARAMS, source=SOURCE, batch_key="race"
             )
             return batch.id, created
@@ -236,7 +246,7 @@ def test_add_jobs_creates_pending_jobs_with_their_effective_params(db: Sessions)
         Row(line=5, model="identity", params=wav),
     ]
     with transaction(db) as session:
-        assert batches.add_jobs(session, batch_id=batch_id, rows=rows, chunk_size=3) == 4
+        assert batch_intake.add_jobs(session, batch_id=batch_id, rows=rows, chunk_size=3) == 4
     for row in rows:
         job = job_at(db, batch_id, row.line)
         assert (job.status, job.model, job.priority, job.client_ref) == (
@@ -246,7 +256,7 @@ def test_add_jobs_creates_pending_jobs_with_their_effective_params(db: Sessions)
             row.ref,
         )
         assert (job.input_uri, job.params) == (row.input, row.params)
-        assert job.params_hash == jobs.params_hash(row.params)
+        assert job.params_hash == job_intake.params_hash(row.params)
         assert (job.attempts, job.progress, job.enqueued_at) == (0, 0.0, None)
         assert job.created_at.tzinfo is UTC
     assert read_batch(db, batch_id).accepted_rows == 4
@@ -272,7 +282,7 @@ def test_duplicate_lines_within_one_call_insert_once(db: Sessions) -> None:
 
 
 def test_add_jobs_refuses_unknown_and_cancelled_batches_and_bad_rows(db: Sessions) -> None:
-    with pytest.raises(batches.BatchNotFoundError):
+    with pytest.raises(BatchNotFoundError):
         add(db, uuid.uuid4(), [1])
     batch_id = new_batch(db)
     with pytest.raises(ValueError, match="priority=10"):
@@ -280,8 +290,8 @@ def test_add_jobs_refuses_unknown_and_cancelled_batches_and_bad_rows(db: Session
     with pytest.raises(ValueError, match="line 0"):
         add(db, batch_id, [0])
     with transaction(db) as session:
-        assert batches.cancel_batch(session, batch_id=batch_id) == 0
-    with pytest.raises(batches.BatchStateError, match="cancelled"):
+        assert batch_dispatch.cancel_batch(session, batch_id=batch_id) == 0
+    with pytest.raises(BatchStateError, match="cancelled"):
         add(db, batch_id, [1])
     assert statuses(db, batch_id) == {}
 
@@ -292,7 +302,8 @@ def test_rejections_are_recorded_once_and_counted(db: Sessions) -> None:
     for expected in (2, 0):
         with transaction(db) as session:
             assert (
-                batches.add_rejections(session, batch_id=batch_id, rejections=rejected) == expected
+                batch_intake.add_rejections(session, batch_id=batch_id, rejections=rejected)
+                == expected
             )
     with transaction(db) as session:
         rows = session.scalars(select(BatchRejection).order_by(BatchRejection.line)).all()
@@ -314,7 +325,7 @@ def test_take_pending_fills_the_room_in_line_order(db: Sessions) -> None:
     assert [d.line for d in take(db, batch_id, limit=100)] == [4]  # room: 4 in flight at most
     assert take(db, batch_id, limit=100) == []
     with transaction(db) as session:
-        assert batches.count_in_flight(session, batch_id=batch_id) == 4
+        assert batch_queries.count_in_flight(session, batch_id=batch_id) == 4
     job = job_at(db, batch_id, 1)
     assert job.status is JobStatus.QUEUED
     assert job.enqueued_at is not None
@@ -324,14 +335,14 @@ def test_take_pending_fills_the_room_in_line_order(db: Sessions) -> None:
     run_job(db, taken[0].job_id, "succeeded")
     run_job(db, taken[1].job_id, "failed")
     with transaction(db) as session:  # a running job still counts
-        assert jobs.claim_job(session, job_id=taken[2].job_id, worker="w2") is not None
+        assert job_transitions.claim_job(session, job_id=taken[2].job_id, worker="w2") is not None
     assert [d.line for d in take(db, batch_id, limit=100)] == [5, 6]
 
 
 def test_take_pending_keeps_each_rows_priority(db: Sessions) -> None:
     batch_id = new_batch(db, priority=2)
     with transaction(db) as session:
-        batches.add_jobs(
+        batch_intake.add_jobs(
             session, batch_id=batch_id, rows=[Row(line=1, priority=9), Row(line=2, priority=1)]
         )
     assert [(d.line, d.priority) for d in take(db, batch_id, limit=5)] == [(1, 9), (2, 1)]
@@ -344,12 +355,12 @@ def test_take_pending_takes_nothing_from_unknown_cancelled_or_completed_batches(
     completed = batch_with_jobs(db, 1)
     run_job(db, take(db, completed, limit=5)[0].job_id, "succeeded")
     with transaction(db) as session:
-        assert batches.mark_completed(session, batch_id=completed)
+        assert batch_dispatch.mark_completed(session, batch_id=completed)
     add(db, completed, [1])  # nothing new: it stays completed
     assert take(db, completed, limit=5) == []
     cancelled = batch_with_jobs(db, 3)
     with transaction(db) as session:
-        assert batches.cancel_batch(session, batch_id=cancelled) == 3
+        assert batch_dispatch.cancel_batch(session, batch_id=cancelled) == 3
     assert take(db, cancelled, limit=5) == []
     with pytest.raises(ValueError, match="limit=-1"):
         take(db, cancelled, limit=-1)
@@ -358,7 +369,7 @@ def test_take_pending_takes_nothing_from_unknown_cancelled_or_completed_batches(
 def test_a_pending_job_cancelled_alone_is_skipped(db: Sessions) -> None:
     batch_id = batch_with_jobs(db, 3)
     with transaction(db) as session:
-        assert jobs.cancel_job(session, job_id=job_at(db, batch_id, 1).id) is not None
+        assert job_transitions.cancel_job(session, job_id=job_at(db, batch_id, 1).id) is not None
     assert [d.line for d in take(db, batch_id, limit=5)] == [2, 3]
 
 
@@ -387,7 +398,7 @@ def test_a_dispatcher_waits_for_another_and_counts_what_it_took(
     batch_id = batch_with_jobs(pg, 20, max_in_flight=5)
     with ThreadPoolExecutor(1) as pool:
         with transaction(pg) as session_a:
-            first = batches.take_pending(session_a, batch_id=batch_id, limit=3)
+            first = batch_dispatch.take_pending(session_a, batch_id=batch_id, limit=3)
             second = pool.submit(take, pg, batch_id, 10)
             wait_until_blocked(postgres)
         assert [d.line for d in second.result(timeout=10)] == [4, 5]
@@ -412,7 +423,7 @@ def test_stale_queued_jobs_are_returned_once_per_period(db: Sessions) -> None:
             .values(updated_at=now - timedelta(minutes=1))
         )
     with transaction(db) as session:
-        stale = batches.stale_queued(session, older_than=timedelta(minutes=10), now=now)
+        stale = batch_dispatch.stale_queued(session, older_than=timedelta(minutes=10), now=now)
     assert [(d.line, d.lane, d.batch_id) for d in stale] == [
         (1, "interactive", batch_id),
         (2, "interactive", batch_id),
@@ -420,17 +431,17 @@ def test_stale_queued_jobs_are_returned_once_per_period(db: Sessions) -> None:
     assert single not in {d.job_id for d in stale}
     assert job_at(db, batch_id, 1).enqueued_at == now
     with transaction(db) as session:
-        assert batches.stale_queued(session, older_than=timedelta(minutes=10), now=now) == []
+        assert batch_dispatch.stale_queued(session, older_than=timedelta(minutes=10), now=now) == []
     later = now + timedelta(minutes=11)
     with transaction(db) as session:
-        again = batches.stale_queued(session, older_than=timedelta(minutes=10), now=later)
+        again = batch_dispatch.stale_queued(session, older_than=timedelta(minutes=10), now=later)
     assert [d.line for d in again] == [1, 2, 3]
 
 
 def jobs_queued_alone(sessions: Sessions) -> uuid.UUID:
     """A single (non-batch) queued job: never the dispatcher's to re-publish."""
     with transaction(sessions) as session:
-        job = jobs.create_job(session, model="dsp-hpss", params=PARAMS, input_uri="s3://b/x")
+        job = job_intake.create_job(session, model="dsp-hpss", params=PARAMS, input_uri="s3://b/x")
         long_ago = datetime(2000, 1, 1, tzinfo=UTC)
         session.execute(
             update(Job).where(Job.id == job.id).values(enqueued_at=long_ago, updated_at=long_ago)
@@ -445,7 +456,7 @@ def test_concurrent_stale_scans_split_the_jobs(pg: Sessions, concurrently: Concu
 
     def scan() -> list[uuid.UUID]:
         with transaction(pg) as session:
-            found = batches.stale_queued(
+            found = batch_dispatch.stale_queued(
                 session, older_than=timedelta(minutes=1), limit=4, now=later
             )
             time.sleep(0.05)  # hold the row locks while the others scan
@@ -461,15 +472,15 @@ def test_concurrent_stale_scans_split_the_jobs(pg: Sessions, concurrently: Concu
 def test_cancel_batch_cancels_every_unfinished_job(
     db: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(batches, "CHUNK_SIZE", 3)  # several line windows
+    monkeypatch.setattr(batch_dispatch, "CHUNK_SIZE", 3)  # several line windows
     batch_id = batch_with_jobs(db, 10, max_in_flight=4)
     taken = take(db, batch_id, limit=4)
     run_job(db, taken[0].job_id, "succeeded")
     run_job(db, taken[1].job_id, "failed")
     with transaction(db) as session:
-        assert jobs.claim_job(session, job_id=taken[2].job_id, worker="w1") is not None
+        assert job_transitions.claim_job(session, job_id=taken[2].job_id, worker="w1") is not None
     with transaction(db) as session:
-        assert batches.cancel_batch(session, batch_id=batch_id) == 8
+        assert batch_dispatch.cancel_batch(session, batch_id=batch_id) == 8
     assert statuses(db, batch_id) == {
         1: JobStatus.SUCCEEDED,
         2: JobStatus.FAILED,
@@ -483,17 +494,17 @@ def test_cancel_batch_cancels_every_unfinished_job(
     assert event_kinds(db, running.id)[-1] is EventKind.CANCELLED
     assert event_kinds(db, job_at(db, batch_id, 9).id) == [EventKind.CANCELLED]
     with transaction(db) as session:  # the running worker's late writes no longer apply
-        assert jobs.mark_succeeded(session, job_id=running.id, attempt=1) is None
-        assert batches.cancel_batch(session, batch_id=batch_id) is None
-        assert batches.retry_failed(session, batch_id=batch_id) is None
-        assert not batches.mark_completed(session, batch_id=batch_id)
-        assert batches.cancel_batch(session, batch_id=uuid.uuid4()) is None
+        assert job_transitions.mark_succeeded(session, job_id=running.id, attempt=1) is None
+        assert batch_dispatch.cancel_batch(session, batch_id=batch_id) is None
+        assert batch_dispatch.retry_failed(session, batch_id=batch_id) is None
+        assert not batch_dispatch.mark_completed(session, batch_id=batch_id)
+        assert batch_dispatch.cancel_batch(session, batch_id=uuid.uuid4()) is None
 
 
 def test_retry_failed_makes_failed_jobs_pending_and_reopens_the_batch(
     db: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(batches, "CHUNK_SIZE", 2)
+    monkeypatch.setattr(batch_dispatch, "CHUNK_SIZE", 2)
     batch_id = batch_with_jobs(db, 5, max_in_flight=5)
     for dispatch, outcome in zip(
         take(db, batch_id, limit=5),
@@ -502,9 +513,9 @@ def test_retry_failed_makes_failed_jobs_pending_and_reopens_the_batch(
     ):
         run_job(db, dispatch.job_id, outcome)
     with transaction(db) as session:
-        assert batches.mark_completed(session, batch_id=batch_id)
+        assert batch_dispatch.mark_completed(session, batch_id=batch_id)
     with transaction(db) as session:
-        assert batches.retry_failed(session, batch_id=batch_id) == 3
+        assert batch_dispatch.retry_failed(session, batch_id=batch_id) == 3
     assert [line for line, s in statuses(db, batch_id).items() if s is JobStatus.PENDING] == [
         1,
         3,
@@ -522,8 +533,8 @@ def test_retry_failed_makes_failed_jobs_pending_and_reopens_the_batch(
     assert (batch.status, batch.finished_at) == (BatchStatus.ACTIVE, None)
     assert [d.line for d in take(db, batch_id, limit=5)] == [1, 3, 5]
     with transaction(db) as session:
-        assert batches.retry_failed(session, batch_id=batch_id) == 0
-        assert batches.retry_failed(session, batch_id=uuid.uuid4()) is None
+        assert batch_dispatch.retry_failed(session, batch_id=batch_id) == 0
+        assert batch_dispatch.retry_failed(session, batch_id=uuid.uuid4()) is None
 
 
 def test_a_batch_completes_only_when_read_to_the_end_and_every_job_finished(
@@ -534,16 +545,16 @@ def test_a_batch_completes_only_when_read_to_the_end_and_every_job_finished(
 
     def complete() -> bool:
         with transaction(db) as session:
-            return batches.mark_completed(session, batch_id=batch_id)
+            return batch_dispatch.mark_completed(session, batch_id=batch_id)
 
     taken = take(db, batch_id, limit=5)
     for dispatch in taken:
         run_job(db, dispatch.job_id, "succeeded")
     assert not complete()  # more rows may still come
     with transaction(db) as session:
-        assert batches.finish_intake(session, batch_id=batch_id)
-        assert batches.finish_intake(session, batch_id=batch_id)  # idempotent
-        assert not batches.finish_intake(session, batch_id=uuid.uuid4())
+        assert batch_intake.finish_intake(session, batch_id=batch_id)
+        assert batch_intake.finish_intake(session, batch_id=batch_id)  # idempotent
+        assert not batch_intake.finish_intake(session, batch_id=uuid.uuid4())
     add(db, batch_id, [3])
     assert not complete()  # line 3 is pending
     run_job(db, take(db, batch_id, limit=5)[0].job_id, "failed")
@@ -566,9 +577,9 @@ def test_counts_and_progress_with_a_fixed_clock(db: Sessions) -> None:
         run_job(db, dispatch.job_id, "succeeded")
     run_job(db, taken[4].job_id, "failed")
     with transaction(db) as session:
-        assert jobs.claim_job(session, job_id=taken[5].job_id, worker="w1")
-        assert jobs.update_progress(session, job_id=taken[5].job_id, progress=0.5)
-        batches.add_rejections(
+        assert job_transitions.claim_job(session, job_id=taken[5].job_id, worker="w1")
+        assert job_transitions.update_progress(session, job_id=taken[5].job_id, progress=0.5)
+        batch_intake.add_rejections(
             session, batch_id=batch_id, rejections=[Rejection(line=11, input_text="x")]
         )
     now = datetime.now(UTC) + timedelta(minutes=30)
@@ -587,10 +598,10 @@ def test_counts_and_progress_with_a_fixed_clock(db: Sessions) -> None:
             .where(Job.id == taken[4].job_id)
             .values(finished_at=now - timedelta(minutes=1))
         )
-        progress = batches.batch_progress(
+        progress = batch_queries.batch_progress(
             session, batch_id=batch_id, window=timedelta(minutes=60), now=now
         )
-        assert batches.count_by_status(session, batch_id=batch_id) == {
+        assert batch_queries.count_by_status(session, batch_id=batch_id) == {
             JobStatus.PENDING: 4,
             JobStatus.QUEUED: 0,
             JobStatus.RUNNING: 1,
@@ -598,7 +609,7 @@ def test_counts_and_progress_with_a_fixed_clock(db: Sessions) -> None:
             JobStatus.FAILED: 1,
             JobStatus.CANCELLED: 0,
         }
-        assert batches.batch_progress(session, batch_id=uuid.uuid4()) is None
+        assert batch_queries.batch_progress(session, batch_id=uuid.uuid4()) is None
     assert progress is not None
     assert (progress.total, progress.finished, progress.remaining, progress.rejected) == (
         10,
@@ -616,13 +627,13 @@ def test_progress_of_a_fresh_batch_has_no_eta_and_a_finished_one_a_zero_eta(
 ) -> None:
     batch_id = batch_with_jobs(db, 2)
     with transaction(db) as session:
-        fresh = batches.batch_progress(session, batch_id=batch_id)
+        fresh = batch_queries.batch_progress(session, batch_id=batch_id)
     assert fresh is not None
     assert (fresh.throughput_per_minute, fresh.eta, fresh.progress) == (0.0, None, 0.0)
     for dispatch in take(db, batch_id, limit=2):
         run_job(db, dispatch.job_id, "succeeded")
     with transaction(db) as session:
-        done = batches.batch_progress(session, batch_id=batch_id)
+        done = batch_queries.batch_progress(session, batch_id=batch_id)
     assert done is not None
     assert (done.eta, done.progress, done.remaining) == (timedelta(0), 1.0, 0)
 
@@ -637,7 +648,7 @@ def test_listing_visits_every_job_once_in_line_order(db: Sessions) -> None:
         after: int | None = None
         for _ in range(30):
             with transaction(db) as session:
-                page, after = batches.list_batch_jobs(
+                page, after = batch_queries.list_batch_jobs(
                     session, batch_id=batch_id, limit=4, after_line=after, **filters
                 )
             assert len(page) <= 4
@@ -650,27 +661,27 @@ def test_listing_visits_every_job_once_in_line_order(db: Sessions) -> None:
     assert collect(status=JobStatus.QUEUED) == list(range(1, 11))
     assert collect(status=JobStatus.FAILED) == []
     with pytest.raises(ValueError, match="limit=0"), transaction(db) as session:
-        batches.list_batch_jobs(session, batch_id=batch_id, limit=0)
+        batch_queries.list_batch_jobs(session, batch_id=batch_id, limit=0)
 
 
 def test_report_merges_jobs_and_rejections_in_line_order(db: Sessions) -> None:
     batch_id = new_batch(db, max_in_flight=10)
     with transaction(db) as session:
-        batches.add_jobs(
+        batch_intake.add_jobs(
             session,
             batch_id=batch_id,
             rows=[Row(line=line, ref=f"r{line}") for line in (2, 3, 5, 6, 8)],
         )
-        batches.add_rejections(
+        batch_intake.add_rejections(
             session,
             batch_id=batch_id,
             rejections=[Rejection(line=line, input_text=f"bad {line}") for line in (1, 4, 7, 9)],
         )
     taken = {d.line: d.job_id for d in take(db, batch_id, limit=10)}
     with transaction(db) as session:
-        assert jobs.claim_job(session, job_id=taken[2], worker="w1")
+        assert job_transitions.claim_job(session, job_id=taken[2], worker="w1")
         for stem in ("percussive", "harmonic"):
-            assert jobs.record_output(
+            assert job_transitions.record_output(
                 session,
                 job_id=taken[2],
                 stem=stem,
@@ -682,24 +693,26 @@ def test_report_merges_jobs_and_rejections_in_line_order(db: Sessions) -> None:
                 channels=2,
                 duration_seconds=1.0,
             )
-        assert jobs.mark_succeeded(session, job_id=taken[2])
-        assert jobs.claim_job(session, job_id=taken[3], worker="w1")
-        assert jobs.mark_failed(session, job_id=taken[3], code="audio.empty", message="silent")
-        assert jobs.claim_job(session, job_id=taken[5], worker="w1")  # a cached result
-        assert jobs.mark_succeeded(session, job_id=taken[5])
+        assert job_transitions.mark_succeeded(session, job_id=taken[2])
+        assert job_transitions.claim_job(session, job_id=taken[3], worker="w1")
+        assert job_transitions.mark_failed(
+            session, job_id=taken[3], code="audio.empty", message="silent"
+        )
+        assert job_transitions.claim_job(session, job_id=taken[5], worker="w1")  # a cached result
+        assert job_transitions.mark_succeeded(session, job_id=taken[5])
         session.execute(update(Job).where(Job.id == taken[5]).values(reused_from=taken[2]))
     with transaction(db) as session:
-        report = list(batches.iter_report(session, batch_id=batch_id, chunk_size=2))
+        report = list(batch_queries.iter_report(session, batch_id=batch_id, chunk_size=2))
     assert [(row.line, row.status) for row in report] == [
-        (1, batches.REJECTED),
+        (1, batch_queries.REJECTED),
         (2, JobStatus.SUCCEEDED),
         (3, JobStatus.FAILED),
-        (4, batches.REJECTED),
+        (4, batch_queries.REJECTED),
         (5, JobStatus.SUCCEEDED),
         (6, JobStatus.QUEUED),
-        (7, batches.REJECTED),
+        (7, batch_queries.REJECTED),
         (8, JobStatus.QUEUED),
-        (9, batches.REJECTED),
+        (9, batch_queries.REJECTED),
     ]
     stems = {"harmonic": f"s3://out/{taken[2]}/harmonic.flac"}
     stems["percussive"] = f"s3://out/{taken[2]}/percussive.flac"
@@ -721,13 +734,13 @@ def test_report_merges_jobs_and_rejections_in_line_order(db: Sessions) -> None:
 def test_delete_batch_takes_jobs_outputs_events_and_rejections(db: Sessions) -> None:
     batch_id = batch_with_jobs(db, 3)
     with transaction(db) as session:
-        batches.add_rejections(
+        batch_intake.add_rejections(
             session, batch_id=batch_id, rejections=[Rejection(line=4, input_text="x")]
         )
     run_job(db, take(db, batch_id, limit=1)[0].job_id, "succeeded")
     with transaction(db) as session:
-        assert batches.delete_batch(session, batch_id=batch_id)
-        assert not batches.delete_batch(session, batch_id=batch_id)
+        assert batch_dispatch.delete_batch(session, batch_id=batch_id)
+        assert not batch_dispatch.delete_batch(session, batch_id=batch_id)
         for entity in (Batch, Job, JobEvent, JobOutput, BatchRejection):
             assert session.scalar(select(func.count()).select_from(entity)) == 0
 
@@ -747,18 +760,18 @@ def test_a_100k_row_intake_on_postgresql(pg: Sessions) -> None:
 
     started = time.perf_counter()
     with transaction(pg) as session:
-        assert batches.add_jobs(session, batch_id=batch_id, rows=rows()) == 100_000
+        assert batch_intake.add_jobs(session, batch_id=batch_id, rows=rows()) == 100_000
     first = time.perf_counter() - started
     started = time.perf_counter()
     with transaction(pg) as session:
-        assert batches.add_jobs(session, batch_id=batch_id, rows=rows()) == 0
+        assert batch_intake.add_jobs(session, batch_id=batch_id, rows=rows()) == 0
     again = time.perf_counter() - started
     print(f"\nadd_jobs, 100,000 rows on PostgreSQL: {first:.1f} s; the same again: {again:.1f} s")
     with transaction(pg) as session:
-        counts = batches.count_by_status(session, batch_id=batch_id)
+        counts = batch_queries.count_by_status(session, batch_id=batch_id)
         wav = session.scalar(
             select(func.count()).where(
-                Job.batch_id == batch_id, Job.params_hash == jobs.params_hash(overridden)
+                Job.batch_id == batch_id, Job.params_hash == job_intake.params_hash(overridden)
             )
         )
     assert (counts[JobStatus.PENDING], wav) == (100_000, 10_000)
@@ -783,10 +796,10 @@ def test_a_100k_row_csv_manifest_end_to_end_on_postgresql(pg: Sessions) -> None:
         with transaction(pg) as session:
             rows = [item for item in chunk if isinstance(item, ManifestRow)]
             rejected = [item for item in chunk if isinstance(item, RowRejection)]
-            batches.add_jobs(session, batch_id=batch_id, rows=rows)
-            batches.add_rejections(session, batch_id=batch_id, rejections=rejected)
+            batch_intake.add_jobs(session, batch_id=batch_id, rows=rows)
+            batch_intake.add_rejections(session, batch_id=batch_id, rejections=rejected)
     with transaction(pg) as session:
-        batches.finish_intake(session, batch_id=batch_id)
+        batch_intake.finish_intake(session, batch_id=batch_id)
     elapsed = time.perf_counter() - started
     print(f"\nCSV manifest, 100,000 rows → PostgreSQL, committed per 1,000: {elapsed:.1f} s")
     batch = read_batch(pg, batch_id)
@@ -806,7 +819,7 @@ def test_retrying_one_failed_batch_job_hands_it_back_to_the_dispatcher(db: Sessi
     first, _ = take(db, batch_id, limit=2)
     run_job(db, first.job_id, "failed")
     with transaction(db) as session:
-        job = jobs.retry_job(session, job_id=first.job_id)
+        job = job_transitions.retry_job(session, job_id=first.job_id)
         assert job is not None
         assert (job.status, job.enqueued_at) == (JobStatus.PENDING, None)
     assert [d.line for d in take(db, batch_id, limit=2)] == [1]

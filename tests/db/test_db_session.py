@@ -11,8 +11,8 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mss_jobs.db import jobs
-from mss_jobs.db.models import Job
+from mss_jobs.db import job_intake
+from mss_jobs.db.schema import Job
 from mss_jobs.db.session import make_engine, make_session_factory, normalize_url, transaction
 from mss_jobs.errors import TransientError
 
@@ -53,14 +53,14 @@ def test_transaction_commits_or_rolls_back(sessions: sessionmaker[Session]) -> N
 
     def create_then_fail() -> None:
         with transaction(sessions) as session:
-            jobs.create_job(session, **arguments)
+            job_intake.create_job(session, **arguments)
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
         create_then_fail()
     assert _count(sessions) == 0
     with transaction(sessions) as session:
-        jobs.create_job(session, **arguments)
+        job_intake.create_job(session, **arguments)
     assert _count(sessions) == 1
 
 

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mss_jobs.db import jobs
-from mss_jobs.db.models import Job, JobEvent, JobOutput
+from mss_jobs.db import job_intake, job_queries, job_transitions, recovery
+from mss_jobs.db.schema import Job, JobEvent, JobOutput
 from mss_jobs.db.session import transaction
 from mss_jobs.domain.lifecycle import EventKind, JobStatus
 from mss_jobs.errors import ConfigError
@@ -36,12 +36,12 @@ def new_job(sessions: Sessions, **overrides: Any) -> uuid.UUID:
     }
     arguments.update(overrides)
     with transaction(sessions) as session:
-        return jobs.create_job(session, **arguments).id
+        return job_intake.create_job(session, **arguments).id
 
 
 def read(sessions: Sessions, job_id: uuid.UUID) -> Job:
     with transaction(sessions) as session:
-        job = jobs.get_job(session, job_id=job_id)
+        job = job_queries.get_job(session, job_id=job_id)
         assert job is not None
         return job
 
@@ -49,13 +49,13 @@ def read(sessions: Sessions, job_id: uuid.UUID) -> Job:
 def running_job(sessions: Sessions, worker: str = "w1") -> uuid.UUID:
     job_id = new_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.claim_job(session, job_id=job_id, worker=worker) is not None
+        assert job_transitions.claim_job(session, job_id=job_id, worker=worker) is not None
     return job_id
 
 
 def event_kinds(sessions: Sessions, job_id: uuid.UUID) -> list[EventKind]:
     with transaction(sessions) as session:
-        return [event.kind for event in jobs.list_events(session, job_id=job_id)]
+        return [event.kind for event in job_queries.list_events(session, job_id=job_id)]
 
 
 def count(sessions: Sessions, entity: type[Job] | type[JobOutput] | type[JobEvent]) -> int:
@@ -74,7 +74,7 @@ def output(session: Session, job_id: uuid.UUID, stem: str, **overrides: Any) -> 
         "duration_seconds": 180.5,
     }
     arguments.update(overrides)
-    return jobs.record_output(session, job_id=job_id, stem=stem, **arguments)
+    return job_transitions.record_output(session, job_id=job_id, stem=stem, **arguments)
 
 
 # -- creation ----------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def test_create_job_starts_queued_with_utc_timestamps_and_a_history(sessions: Se
     assert job.status is JobStatus.QUEUED
     assert (job.attempts, job.progress, job.priority, job.stage) == (0, 0.0, 7, None)
     assert job.params == PARAMS
-    assert job.params_hash == jobs.params_hash(dict(reversed(PARAMS.items())))
+    assert job.params_hash == job_intake.params_hash(dict(reversed(PARAMS.items())))
     assert job.created_at.tzinfo is UTC
     assert job.updated_at.tzinfo is UTC
     assert before - timedelta(seconds=1) <= job.created_at <= datetime.now(UTC)
@@ -135,7 +135,7 @@ def test_idempotency_conflict_on_insert_returns_the_winner(
     sessions = pg_sessions
     with ThreadPoolExecutor(1) as pool:
         with transaction(sessions) as session_a:
-            winner = jobs.create_job(
+            winner = job_intake.create_job(
                 session_a, model="dsp-hpss", params=PARAMS, input_uri="u", idempotency_key="k"
             )
             b = pool.submit(
@@ -152,7 +152,7 @@ def test_idempotency_conflict_on_insert_returns_the_winner(
 def test_claim_moves_queued_to_running(sessions: Sessions) -> None:
     job_id = new_job(sessions)
     with transaction(sessions) as session:
-        job = jobs.claim_job(session, job_id=job_id, worker="host-1:42")
+        job = job_transitions.claim_job(session, job_id=job_id, worker="host-1:42")
         assert job is not None
         assert (job.status, job.attempts, job.worker) == (JobStatus.RUNNING, 1, "host-1:42")
         assert job.started_at is not None
@@ -163,9 +163,11 @@ def test_claim_moves_queued_to_running(sessions: Sessions) -> None:
 def test_second_claim_fails_unless_a_redelivery_reclaims(sessions: Sessions) -> None:
     job_id = running_job(sessions, worker="w1")
     with transaction(sessions) as session:
-        assert jobs.claim_job(session, job_id=job_id, worker="w2") is None
+        assert job_transitions.claim_job(session, job_id=job_id, worker="w2") is None
     with transaction(sessions) as session:
-        job = jobs.claim_job(session, job_id=job_id, worker="w2", reclaim=jobs.Reclaim.REDELIVERY)
+        job = job_transitions.claim_job(
+            session, job_id=job_id, worker="w2", reclaim=job_transitions.Reclaim.REDELIVERY
+        )
         assert job is not None
         assert (job.status, job.attempts, job.worker) == (JobStatus.RUNNING, 2, "w2")
     assert event_kinds(sessions, job_id)[-1] is EventKind.REDELIVERED
@@ -179,7 +181,7 @@ def test_concurrent_claims_of_a_queued_job_have_exactly_one_winner(
 
         def claim(worker: str, job_id: uuid.UUID = job_id) -> int | None:
             with transaction(sessions) as session:
-                job = jobs.claim_job(session, job_id=job_id, worker=worker)
+                job = job_transitions.claim_job(session, job_id=job_id, worker=worker)
                 return None if job is None else job.attempts
 
         results = concurrently([functools.partial(claim, f"w{i}") for i in range(8)])
@@ -196,11 +198,11 @@ def test_claim_blocked_behind_an_uncommitted_claim_loses(
 
     def claim_b() -> Job | None:
         with transaction(sessions) as session_b:
-            return jobs.claim_job(session_b, job_id=job_id, worker="b")
+            return job_transitions.claim_job(session_b, job_id=job_id, worker="b")
 
     with ThreadPoolExecutor(1) as pool:
         with transaction(sessions) as session_a:
-            assert jobs.claim_job(session_a, job_id=job_id, worker="a") is not None
+            assert job_transitions.claim_job(session_a, job_id=job_id, worker="a") is not None
             b = pool.submit(claim_b)
             wait_until_blocked(postgres)
         assert b.result(timeout=10) is None
@@ -212,17 +214,21 @@ def test_finished_jobs_are_never_claimed(sessions: Sessions, finish: str) -> Non
     job_id = running_job(sessions)
     with transaction(sessions) as session:
         if finish == "succeeded":
-            assert jobs.mark_succeeded(session, job_id=job_id)
+            assert job_transitions.mark_succeeded(session, job_id=job_id)
         elif finish == "failed":
-            assert jobs.mark_failed(session, job_id=job_id, code="audio.empty", message="empty")
+            assert job_transitions.mark_failed(
+                session, job_id=job_id, code="audio.empty", message="empty"
+            )
         else:
-            assert jobs.cancel_job(session, job_id=job_id)
+            assert job_transitions.cancel_job(session, job_id=job_id)
     with transaction(sessions) as session:
         assert (
-            jobs.claim_job(session, job_id=job_id, worker="w2", reclaim=jobs.Reclaim.REDELIVERY)
+            job_transitions.claim_job(
+                session, job_id=job_id, worker="w2", reclaim=job_transitions.Reclaim.REDELIVERY
+            )
             is None
         )
-        assert jobs.claim_job(session, job_id=uuid.uuid4(), worker="w2") is None
+        assert job_transitions.claim_job(session, job_id=uuid.uuid4(), worker="w2") is None
     job = read(sessions, job_id)
     assert (job.status.value, job.attempts) == (finish, 1)
 
@@ -233,14 +239,18 @@ def test_finished_jobs_are_never_claimed(sessions: Sessions, finish: str) -> Non
 def test_progress_while_running_logs_stage_changes_only(sessions: Sessions) -> None:
     job_id = running_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.update_progress(session, job_id=job_id, progress=0.1, stage="fetch")
-        assert jobs.update_progress(session, job_id=job_id, progress=0.2, stage="separate")
-        assert jobs.update_progress(session, job_id=job_id, progress=0.5, stage="separate")
-        assert jobs.update_progress(session, job_id=job_id, progress=0.6)
+        assert job_transitions.update_progress(session, job_id=job_id, progress=0.1, stage="fetch")
+        assert job_transitions.update_progress(
+            session, job_id=job_id, progress=0.2, stage="separate"
+        )
+        assert job_transitions.update_progress(
+            session, job_id=job_id, progress=0.5, stage="separate"
+        )
+        assert job_transitions.update_progress(session, job_id=job_id, progress=0.6)
     job = read(sessions, job_id)
     assert (job.progress, job.stage) == (0.6, "separate")
     with transaction(sessions) as session:
-        stages = [e.message for e in jobs.list_events(session, job_id=job_id)]
+        stages = [e.message for e in job_queries.list_events(session, job_id=job_id)]
     assert stages == [None, None, "fetch", "separate"]
 
 
@@ -248,20 +258,24 @@ def test_progress_is_ignored_unless_running(sessions: Sessions) -> None:
     queued = new_job(sessions)
     finished = running_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.mark_succeeded(session, job_id=finished) is not None
+        assert job_transitions.mark_succeeded(session, job_id=finished) is not None
     with transaction(sessions) as session:
-        assert not jobs.update_progress(session, job_id=queued, progress=0.5, stage="x")
-        assert not jobs.update_progress(session, job_id=finished, progress=0.5, stage="x")
+        assert not job_transitions.update_progress(session, job_id=queued, progress=0.5, stage="x")
+        assert not job_transitions.update_progress(
+            session, job_id=finished, progress=0.5, stage="x"
+        )
     assert read(sessions, queued).progress == 0.0
     assert (read(sessions, finished).progress, read(sessions, finished).stage) == (1.0, None)
     with pytest.raises(ValueError, match=r"progress=1\.5"), transaction(sessions) as session:
-        jobs.update_progress(session, job_id=queued, progress=1.5)
+        job_transitions.update_progress(session, job_id=queued, progress=1.5)
 
 
 def test_mark_failed_records_code_and_message(sessions: Sessions) -> None:
     job_id = running_job(sessions)
     with transaction(sessions) as session:
-        job = jobs.mark_failed(session, job_id=job_id, code="audio.empty", message="no samples")
+        job = job_transitions.mark_failed(
+            session, job_id=job_id, code="audio.empty", message="no samples"
+        )
         assert job is not None
     job = read(sessions, job_id)
     assert (job.status, job.error_code, job.error_message) == (
@@ -276,13 +290,18 @@ def test_mark_failed_records_code_and_message(sessions: Sessions) -> None:
 def test_a_superseded_attempt_cannot_write(sessions: Sessions) -> None:
     job_id = running_job(sessions, worker="zombie")  # attempt 1
     with transaction(sessions) as session:
-        assert jobs.claim_job(session, job_id=job_id, worker="w2", reclaim=jobs.Reclaim.REDELIVERY)
+        assert job_transitions.claim_job(
+            session, job_id=job_id, worker="w2", reclaim=job_transitions.Reclaim.REDELIVERY
+        )
     with transaction(sessions) as session:
-        assert not jobs.update_progress(session, job_id=job_id, progress=0.9, attempt=1)
+        assert not job_transitions.update_progress(session, job_id=job_id, progress=0.9, attempt=1)
         assert output(session, job_id, "vocals", attempt=1) is None
-        assert jobs.mark_succeeded(session, job_id=job_id, attempt=1) is None
-        assert jobs.mark_failed(session, job_id=job_id, code="c", message="m", attempt=1) is None
-        assert jobs.mark_succeeded(session, job_id=job_id, attempt=2) is not None
+        assert job_transitions.mark_succeeded(session, job_id=job_id, attempt=1) is None
+        assert (
+            job_transitions.mark_failed(session, job_id=job_id, code="c", message="m", attempt=1)
+            is None
+        )
+        assert job_transitions.mark_succeeded(session, job_id=job_id, attempt=2) is not None
     assert count(sessions, JobOutput) == 0
 
 
@@ -292,11 +311,11 @@ def test_a_superseded_attempt_cannot_write(sessions: Sessions) -> None:
 def test_cancel_queued_and_running_but_not_finished(sessions: Sessions) -> None:
     queued, running, done = new_job(sessions), running_job(sessions), running_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.mark_succeeded(session, job_id=done)
+        assert job_transitions.mark_succeeded(session, job_id=done)
     with transaction(sessions) as session:
-        assert jobs.cancel_job(session, job_id=queued) is not None
-        assert jobs.cancel_job(session, job_id=running) is not None
-        assert jobs.cancel_job(session, job_id=done) is None
+        assert job_transitions.cancel_job(session, job_id=queued) is not None
+        assert job_transitions.cancel_job(session, job_id=running) is not None
+        assert job_transitions.cancel_job(session, job_id=done) is None
     assert read(sessions, queued).status is JobStatus.CANCELLED
     assert read(sessions, running).status is JobStatus.CANCELLED
     assert read(sessions, done).status is JobStatus.SUCCEEDED
@@ -305,12 +324,14 @@ def test_cancel_queued_and_running_but_not_finished(sessions: Sessions) -> None:
 def test_a_late_worker_cannot_resurrect_a_cancelled_job(sessions: Sessions) -> None:
     job_id = running_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.cancel_job(session, job_id=job_id)
+        assert job_transitions.cancel_job(session, job_id=job_id)
     with transaction(sessions) as session:
-        assert not jobs.update_progress(session, job_id=job_id, progress=0.9, stage="deliver")
+        assert not job_transitions.update_progress(
+            session, job_id=job_id, progress=0.9, stage="deliver"
+        )
         assert output(session, job_id, "vocals") is None
-        assert jobs.mark_succeeded(session, job_id=job_id) is None
-        assert jobs.mark_failed(session, job_id=job_id, code="c", message="m") is None
+        assert job_transitions.mark_succeeded(session, job_id=job_id) is None
+        assert job_transitions.mark_failed(session, job_id=job_id, code="c", message="m") is None
     job = read(sessions, job_id)
     assert (job.status, job.error_code) == (JobStatus.CANCELLED, None)
 
@@ -318,12 +339,14 @@ def test_a_late_worker_cannot_resurrect_a_cancelled_job(sessions: Sessions) -> N
 def test_retry_requeues_failed_and_cancelled_jobs_keeping_attempts(sessions: Sessions) -> None:
     failed, cancelled, queued = running_job(sessions), new_job(sessions), new_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.mark_failed(session, job_id=failed, code="transient", message="timeout")
-        assert jobs.cancel_job(session, job_id=cancelled)
+        assert job_transitions.mark_failed(
+            session, job_id=failed, code="transient", message="timeout"
+        )
+        assert job_transitions.cancel_job(session, job_id=cancelled)
     with transaction(sessions) as session:
-        assert jobs.retry_job(session, job_id=failed) is not None
-        assert jobs.retry_job(session, job_id=cancelled) is not None
-        assert jobs.retry_job(session, job_id=queued) is None
+        assert job_transitions.retry_job(session, job_id=failed) is not None
+        assert job_transitions.retry_job(session, job_id=cancelled) is not None
+        assert job_transitions.retry_job(session, job_id=queued) is None
     job = read(sessions, failed)
     assert (job.status, job.attempts, job.error_code, job.error_message) == (
         JobStatus.QUEUED,
@@ -334,7 +357,7 @@ def test_retry_requeues_failed_and_cancelled_jobs_keeping_attempts(sessions: Ses
     assert (job.finished_at, job.worker, job.progress) == (None, None, 0.0)
     assert event_kinds(sessions, failed)[-2:] == [EventKind.FAILED, EventKind.RETRIED]
     with transaction(sessions) as session:
-        again = jobs.claim_job(session, job_id=failed, worker="w9")
+        again = job_transitions.claim_job(session, job_id=failed, worker="w9")
         assert again is not None
         assert again.attempts == 2
 
@@ -353,7 +376,7 @@ def test_recording_a_stem_twice_replaces_it(sessions: Sessions) -> None:
         second = output(session, job_id, "vocals", size_bytes=20, sha256="ef" * 32)
         assert second is not None
     with transaction(sessions) as session:
-        rows = jobs.list_outputs(session, job_id=job_id)
+        rows = job_queries.list_outputs(session, job_id=job_id)
     assert [(r.stem, r.size_bytes) for r in rows] == [("drums", 1000), ("vocals", 20)]
     assert rows[1].sha256 == "ef" * 32
     assert rows[1].recorded_at.tzinfo is UTC
@@ -362,7 +385,7 @@ def test_recording_a_stem_twice_replaces_it(sessions: Sessions) -> None:
 def test_record_input_fills_the_probe_fields(sessions: Sessions) -> None:
     job_id = running_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.record_input(
+        assert job_transitions.record_input(
             session,
             job_id=job_id,
             sha256=SHA,
@@ -386,14 +409,14 @@ def test_pagination_visits_every_job_once_newest_first(sessions: Sessions) -> No
     with transaction(sessions) as session:
         session.execute(update(Job).where(Job.id.in_(created[:12])).values(created_at=shared))
         for job_id in created[5:9]:
-            assert jobs.cancel_job(session, job_id=job_id)
+            assert job_transitions.cancel_job(session, job_id=job_id)
 
     def collect(**filters: Any) -> list[Job]:
         seen: list[Job] = []
         cursor: str | None = None
         for _ in range(30):
             with transaction(sessions) as session:
-                page, cursor = jobs.list_jobs(session, limit=5, cursor=cursor, **filters)
+                page, cursor = job_queries.list_jobs(session, limit=5, cursor=cursor, **filters)
             assert len(page) <= 5
             seen += page
             if cursor is None:
@@ -415,25 +438,25 @@ def test_pagination_visits_every_job_once_newest_first(sessions: Sessions) -> No
 def test_bad_cursor_and_limit_are_refused(sessions: Sessions) -> None:
     with transaction(sessions) as session:
         with pytest.raises(ConfigError, match="cursor"):
-            jobs.list_jobs(session, cursor="not-a-cursor")
-        naive = jobs.encode_cursor(datetime(2030, 1, 1), uuid.uuid4())
+            job_queries.list_jobs(session, cursor="not-a-cursor")
+        naive = job_queries.encode_cursor(datetime(2030, 1, 1), uuid.uuid4())
         with pytest.raises(ConfigError, match="cursor"):
-            jobs.list_jobs(session, cursor=naive)
+            job_queries.list_jobs(session, cursor=naive)
         with pytest.raises(ValueError, match="limit=0"):
-            jobs.list_jobs(session, limit=0)
+            job_queries.list_jobs(session, limit=0)
 
 
 def test_find_duplicate_matches_content_model_and_params(sessions: Sessions) -> None:
     job_id = running_job(sessions)
     new_job(sessions, model="other")
     with transaction(sessions) as session:
-        key: dict[str, Any] = {"input_sha256": SHA, "params_hash": jobs.params_hash(PARAMS)}
-        assert jobs.find_duplicate(session, model="dsp-hpss", **key) is None  # still running
-        assert jobs.mark_succeeded(session, job_id=job_id)
-        found = jobs.find_duplicate(session, model="dsp-hpss", **key)
+        key: dict[str, Any] = {"input_sha256": SHA, "params_hash": job_intake.params_hash(PARAMS)}
+        assert job_queries.find_duplicate(session, model="dsp-hpss", **key) is None  # still running
+        assert job_transitions.mark_succeeded(session, job_id=job_id)
+        found = job_queries.find_duplicate(session, model="dsp-hpss", **key)
         assert found is not None
         assert found.id == job_id
-        assert jobs.find_duplicate(session, model="x", **key) is None
+        assert job_queries.find_duplicate(session, model="x", **key) is None
 
 
 def test_delete_cascades_to_outputs_and_events(sessions: Sessions) -> None:
@@ -441,8 +464,8 @@ def test_delete_cascades_to_outputs_and_events(sessions: Sessions) -> None:
     with transaction(sessions) as session:
         assert output(session, job_id, "vocals") is not None
     with transaction(sessions) as session:
-        assert jobs.delete_job(session, job_id=job_id)
-        assert not jobs.delete_job(session, job_id=job_id)
+        assert job_transitions.delete_job(session, job_id=job_id)
+        assert not job_transitions.delete_job(session, job_id=job_id)
     assert count(sessions, Job) == 1
     assert count(sessions, JobOutput) == 0
     assert event_kinds(sessions, kept) == [EventKind.QUEUED]
@@ -452,15 +475,19 @@ def test_delete_cascades_to_outputs_and_events(sessions: Sessions) -> None:
 def test_record_input_from_a_superseded_attempt_is_ignored(sessions: Sessions) -> None:
     job_id = running_job(sessions, worker="zombie")  # attempt 1
     with transaction(sessions) as session:
-        assert jobs.claim_job(session, job_id=job_id, worker="w2", reclaim=jobs.Reclaim.REDELIVERY)
+        assert job_transitions.claim_job(
+            session, job_id=job_id, worker="w2", reclaim=job_transitions.Reclaim.REDELIVERY
+        )
     probe = {"sha256": SHA, "format": "wav", "sample_rate": 8000, "channels": 1}
     with transaction(sessions) as session:
-        assert not jobs.record_input(
+        assert not job_transitions.record_input(
             session, job_id=job_id, duration_seconds=1.0, attempt=1, **probe
         )
     assert read(sessions, job_id).input_format is None
     with transaction(sessions) as session:
-        assert jobs.record_input(session, job_id=job_id, duration_seconds=1.0, attempt=2, **probe)
+        assert job_transitions.record_input(
+            session, job_id=job_id, duration_seconds=1.0, attempt=2, **probe
+        )
     assert (read(sessions, job_id).input_format, read(sessions, job_id).input_channels) == (
         "wav",
         1,
@@ -473,7 +500,9 @@ def test_record_input_from_a_superseded_attempt_is_ignored(sessions: Sessions) -
 def test_requeue_for_retry_puts_the_job_back_with_a_retried_event(sessions: Sessions) -> None:
     job_id = running_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.update_progress(session, job_id=job_id, progress=0.4, stage="separate")
+        assert job_transitions.update_progress(
+            session, job_id=job_id, progress=0.4, stage="separate"
+        )
     requeue: dict[str, Any] = {
         "code": "storage.unavailable",
         "message": "S3 download failed; retry later",
@@ -481,17 +510,19 @@ def test_requeue_for_retry_puts_the_job_back_with_a_retried_event(sessions: Sess
         "max_retries": 5,
     }
     with transaction(sessions) as session:
-        assert jobs.requeue_for_retry(session, job_id=job_id, attempt=2, **requeue) is None
-        assert jobs.requeue_for_retry(session, job_id=job_id, attempt=1, **requeue) is not None
+        assert recovery.requeue_for_retry(session, job_id=job_id, attempt=2, **requeue) is None
+        assert recovery.requeue_for_retry(session, job_id=job_id, attempt=1, **requeue) is not None
     job = read(sessions, job_id)
     assert (job.status, job.attempts, job.progress, job.stage) == (JobStatus.QUEUED, 1, 0.0, None)
     assert job.error_code is None
     with transaction(sessions) as session:
-        retried = jobs.list_events(session, job_id=job_id)[-1]
+        retried = job_queries.list_events(session, job_id=job_id)[-1]
         assert (retried.kind, retried.attempt, retried.worker) == (EventKind.RETRIED, 1, "w1")
         assert retried.message == "S3 download failed; retry later"
         assert retried.detail == {"code": "storage.unavailable", "retry": 1, "max_retries": 5}
-        again = jobs.claim_job(session, job_id=job_id, worker="w1", reclaim=jobs.Reclaim.RETRY)
+        again = job_transitions.claim_job(
+            session, job_id=job_id, worker="w1", reclaim=job_transitions.Reclaim.RETRY
+        )
         assert again is not None
         assert again.attempts == 2
     assert event_kinds(sessions, job_id)[-1] is EventKind.CLAIMED
@@ -502,23 +533,25 @@ def test_a_retry_that_finds_its_job_running_reclaims_it_without_a_death(
 ) -> None:
     job_id = running_job(sessions)  # the requeue was lost with the database
     with transaction(sessions) as session:
-        job = jobs.claim_job(session, job_id=job_id, worker="w1", reclaim=jobs.Reclaim.RETRY)
+        job = job_transitions.claim_job(
+            session, job_id=job_id, worker="w1", reclaim=job_transitions.Reclaim.RETRY
+        )
         assert job is not None
         assert job.attempts == 2
-        assert jobs.worker_deaths(session, job_id=job_id) == 0
+        assert recovery.worker_deaths(session, job_id=job_id) == 0
     assert event_kinds(sessions, job_id) == [EventKind.QUEUED, EventKind.CLAIMED, EventKind.CLAIMED]
 
 
 def redeliver(sessions: Sessions, job_id: uuid.UUID, *, max_deaths: int) -> Job | None:
     """What the task does for a redelivered message: the cap first, then the re-claim."""
     with transaction(sessions) as session:
-        failed = jobs.give_up_after_worker_deaths(
+        failed = recovery.give_up_after_worker_deaths(
             session, job_id=job_id, max_deaths=max_deaths, code="worker.lost"
         )
         if failed is not None:
             return failed
-        claimed = jobs.claim_job(
-            session, job_id=job_id, worker="w", reclaim=jobs.Reclaim.REDELIVERY
+        claimed = job_transitions.claim_job(
+            session, job_id=job_id, worker="w", reclaim=job_transitions.Reclaim.REDELIVERY
         )
         assert claimed is not None
         return None
@@ -528,7 +561,7 @@ def test_the_third_worker_death_fails_the_job(sessions: Sessions) -> None:
     job_id = running_job(sessions)
     assert redeliver(sessions, job_id, max_deaths=3) is None  # death 1: run again
     with transaction(sessions) as session:  # a transient retry in between is no death
-        assert jobs.requeue_for_retry(
+        assert recovery.requeue_for_retry(
             session,
             job_id=job_id,
             attempt=2,
@@ -537,8 +570,10 @@ def test_the_third_worker_death_fails_the_job(sessions: Sessions) -> None:
             retry=1,
             max_retries=5,
         )
-        assert jobs.claim_job(session, job_id=job_id, worker="w", reclaim=jobs.Reclaim.RETRY)
-        assert jobs.worker_deaths(session, job_id=job_id) == 1
+        assert job_transitions.claim_job(
+            session, job_id=job_id, worker="w", reclaim=job_transitions.Reclaim.RETRY
+        )
+        assert recovery.worker_deaths(session, job_id=job_id) == 1
     assert redeliver(sessions, job_id, max_deaths=3) is None  # death 2: run again
     failed = redeliver(sessions, job_id, max_deaths=3)  # death 3: give up
 
@@ -549,7 +584,7 @@ def test_the_third_worker_death_fails_the_job(sessions: Sessions) -> None:
     assert "died 3 times" in job.error_message
     assert job.finished_at is not None
     with transaction(sessions) as session:
-        events = jobs.list_events(session, job_id=job_id)
+        events = job_queries.list_events(session, job_id=job_id)
     assert [e.kind for e in events].count(EventKind.REDELIVERED) == 2
     assert (events[-1].kind, events[-1].detail) == (
         EventKind.FAILED,
@@ -560,17 +595,17 @@ def test_the_third_worker_death_fails_the_job(sessions: Sessions) -> None:
 def test_the_death_cap_ignores_jobs_nobody_was_running(sessions: Sessions) -> None:
     queued, finished = new_job(sessions), running_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.mark_succeeded(session, job_id=finished)
+        assert job_transitions.mark_succeeded(session, job_id=finished)
     with transaction(sessions) as session:
         for job_id in (queued, finished, uuid.uuid4()):
             assert (
-                jobs.give_up_after_worker_deaths(
+                recovery.give_up_after_worker_deaths(
                     session, job_id=job_id, max_deaths=1, code="worker.lost"
                 )
                 is None
             )
         with pytest.raises(ValueError, match="max_deaths=0"):
-            jobs.give_up_after_worker_deaths(
+            recovery.give_up_after_worker_deaths(
                 session, job_id=queued, max_deaths=0, code="worker.lost"
             )
     assert read(sessions, queued).status is JobStatus.QUEUED
@@ -582,10 +617,10 @@ def test_a_manual_retry_starts_the_death_count_again(sessions: Sessions) -> None
     assert redeliver(sessions, job_id, max_deaths=2) is None
     assert redeliver(sessions, job_id, max_deaths=2) is not None  # failed: worker.lost
     with transaction(sessions) as session:
-        assert jobs.worker_deaths(session, job_id=job_id) == 0  # the failure ended the run
-        assert jobs.retry_job(session, job_id=job_id)
-        assert jobs.claim_job(session, job_id=job_id, worker="w")
+        assert recovery.worker_deaths(session, job_id=job_id) == 0  # the failure ended the run
+        assert job_transitions.retry_job(session, job_id=job_id)
+        assert job_transitions.claim_job(session, job_id=job_id, worker="w")
     assert redeliver(sessions, job_id, max_deaths=2) is None  # death 1 of the new run
     with transaction(sessions) as session:
-        assert jobs.worker_deaths(session, job_id=job_id) == 1
+        assert recovery.worker_deaths(session, job_id=job_id) == 1
     assert read(sessions, job_id).status is JobStatus.RUNNING

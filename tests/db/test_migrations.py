@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from mss_jobs.db import migrate
-from mss_jobs.db.models import Base
+from mss_jobs.db.schema import Base
 from mss_jobs.db.session import make_engine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,11 +139,9 @@ def _insert_job(connection: Connection, job_id: str, **values: object) -> None:
 
 
 def test_0002_upgrades_existing_jobs_and_downgrades_to_exactly_0001(
-    empty_url: str, dialect: str, postgres: Any, tmp_path: Path
+    empty_url: str, new_empty_url: Callable[[], str]
 ) -> None:
-    reference_url = (
-        postgres.create_database() if dialect == "postgresql" else f"sqlite:///{tmp_path}/r.db"
-    )
+    reference_url = new_empty_url()
     migrate.upgrade(reference_url, "0001")
     reference = make_engine(reference_url)
     migrate.upgrade(empty_url, "0001")
@@ -186,11 +184,9 @@ def test_0002_upgrades_existing_jobs_and_downgrades_to_exactly_0001(
 
 
 def test_0003_gives_existing_jobs_force_false_and_downgrades_to_exactly_0002(
-    empty_url: str, dialect: str, postgres: Any, tmp_path: Path
+    empty_url: str, new_empty_url: Callable[[], str]
 ) -> None:
-    reference_url = (
-        postgres.create_database() if dialect == "postgresql" else f"sqlite:///{tmp_path}/r.db"
-    )
+    reference_url = new_empty_url()
     migrate.upgrade(reference_url, "0002")
     reference = make_engine(reference_url)
     migrate.upgrade(empty_url, "0002")

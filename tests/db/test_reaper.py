@@ -15,8 +15,15 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mss_jobs.db import jobs
-from mss_jobs.db.models import Job
+from mss_jobs.db import (
+    batch_dispatch,
+    batch_intake,
+    job_intake,
+    job_queries,
+    job_transitions,
+    recovery,
+)
+from mss_jobs.db.schema import Job
 from mss_jobs.db.session import transaction
 from mss_jobs.domain.lifecycle import EventKind, JobStatus
 from mss_jobs.settings import Settings, load_settings
@@ -31,7 +38,7 @@ MESSAGE = "no worker reported on this job"
 
 def new_job(sessions: Sessions) -> uuid.UUID:
     with transaction(sessions) as session:
-        job = jobs.create_job(session, model="identity", params={}, input_uri="s3://b/in.wav")
+        job = job_intake.create_job(session, model="identity", params={}, input_uri="s3://b/in.wav")
         return job.id
 
 
@@ -39,7 +46,7 @@ def running_job(sessions: Sessions, *, last_write: datetime | None = None) -> uu
     """A claimed job whose row was last written at `last_write` (default: now)."""
     job_id = new_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.claim_job(session, job_id=job_id, worker="gone:1") is not None
+        assert job_transitions.claim_job(session, job_id=job_id, worker="gone:1") is not None
         if last_write is not None:
             session.execute(update(Job).where(Job.id == job_id).values(updated_at=last_write))
     return job_id
@@ -52,14 +59,16 @@ def age(sessions: Sessions, job_id: uuid.UUID, when: datetime) -> None:
 
 def read(sessions: Sessions, job_id: uuid.UUID) -> Job:
     with transaction(sessions) as session:
-        job = jobs.get_job(session, job_id=job_id)
+        job = job_queries.get_job(session, job_id=job_id)
         assert job is not None
         return job
 
 
 def reap(sessions: Sessions, stale_before: datetime) -> list[uuid.UUID]:
     with transaction(sessions) as session:
-        return jobs.reap_stale_jobs(session, stale_before=stale_before, code=CODE, message=MESSAGE)
+        return recovery.reap_stale_jobs(
+            session, stale_before=stale_before, code=CODE, message=MESSAGE
+        )
 
 
 def test_only_running_jobs_silent_since_the_cutoff_are_reaped(sessions: Sessions) -> None:
@@ -69,7 +78,7 @@ def test_only_running_jobs_silent_since_the_cutoff_are_reaped(sessions: Sessions
     queued = new_job(sessions)
     done = running_job(sessions)
     with transaction(sessions) as session:
-        assert jobs.mark_succeeded(session, job_id=done)
+        assert job_transitions.mark_succeeded(session, job_id=done)
     for job_id in (queued, done):
         age(sessions, job_id, LONG_AGO)
 
@@ -81,7 +90,7 @@ def test_only_running_jobs_silent_since_the_cutoff_are_reaped(sessions: Sessions
     assert job.finished_at > cutoff
     assert job.updated_at == job.finished_at
     with transaction(sessions) as session:
-        last = jobs.list_events(session, job_id=stale)[-1]
+        last = job_queries.list_events(session, job_id=stale)[-1]
     assert (last.kind, last.attempt, last.worker, last.detail) == (
         EventKind.FAILED,
         1,
@@ -97,7 +106,7 @@ def test_only_running_jobs_silent_since_the_cutoff_are_reaped(sessions: Sessions
 def test_a_progress_write_is_a_heartbeat(sessions: Sessions) -> None:
     job_id = running_job(sessions, last_write=LONG_AGO)
     with transaction(sessions) as session:  # started long ago, but still reporting
-        assert jobs.update_progress(session, job_id=job_id, progress=0.5, attempt=1)
+        assert job_transitions.update_progress(session, job_id=job_id, progress=0.5, attempt=1)
 
     assert reap(sessions, datetime.now(UTC) - timedelta(minutes=1)) == []
     assert read(sessions, job_id).status is JobStatus.RUNNING
@@ -107,8 +116,8 @@ def test_the_reaped_workers_late_writes_are_ignored(sessions: Sessions) -> None:
     job_id = running_job(sessions, last_write=LONG_AGO)
     assert reap(sessions, datetime.now(UTC)) == [job_id]
     with transaction(sessions) as session:
-        assert not jobs.update_progress(session, job_id=job_id, progress=0.9, attempt=1)
-        assert jobs.mark_succeeded(session, job_id=job_id, attempt=1) is None
+        assert not job_transitions.update_progress(session, job_id=job_id, progress=0.9, attempt=1)
+        assert job_transitions.mark_succeeded(session, job_id=job_id, attempt=1) is None
     assert read(sessions, job_id).error_code == CODE
 
 
@@ -127,7 +136,7 @@ def test_many_reapers_at_once_fail_each_job_once(sessions: Sessions, concurrentl
     assert sorted(reaped) == sorted(stale)  # each job by exactly one reaper
     for job_id in stale:
         with transaction(sessions) as session:
-            kinds = [event.kind for event in jobs.list_events(session, job_id=job_id)]
+            kinds = [event.kind for event in job_queries.list_events(session, job_id=job_id)]
         assert kinds.count(EventKind.FAILED) == 1
 
 
@@ -141,7 +150,7 @@ def test_a_reaper_blocked_behind_another_reaps_nothing(
     cutoff = datetime.now(UTC)
     with ThreadPoolExecutor(1) as pool:
         with transaction(sessions) as session_a:
-            assert jobs.reap_stale_jobs(
+            assert recovery.reap_stale_jobs(
                 session_a, stale_before=cutoff, code=CODE, message=MESSAGE
             ) == [job_id]
             b = pool.submit(reap, sessions, cutoff)
@@ -160,8 +169,8 @@ def test_a_reaper_does_not_fail_a_job_a_claim_just_took(
     job_id = running_job(sessions, last_write=LONG_AGO)
     with ThreadPoolExecutor(1) as pool:
         with transaction(sessions) as session_a:
-            assert jobs.claim_job(
-                session_a, job_id=job_id, worker="w2", reclaim=jobs.Reclaim.REDELIVERY
+            assert job_transitions.claim_job(
+                session_a, job_id=job_id, worker="w2", reclaim=job_transitions.Reclaim.REDELIVERY
             )
             b = pool.submit(reap, sessions, datetime.now(UTC) - timedelta(minutes=1))
             deadline = time.monotonic() + 10
@@ -242,20 +251,21 @@ def test_a_failing_sweep_is_logged_not_raised(
 
 def _batch_running_job(sessions: Sessions, *, last_write: datetime) -> tuple[uuid.UUID, uuid.UUID]:
     from mss_jobs.batches.manifest import ManifestRow
-    from mss_jobs.db import batches
 
     with transaction(sessions) as session:
-        batch, _ = batches.create_batch(
+        batch, _ = batch_intake.create_batch(
             session, model="identity", params={}, source={"kind": "rows"}, max_in_flight=5
         )
         row = ManifestRow(
             line=1, input="s3://b/in.wav", overrides={}, model="identity", params={}, priority=5
         )
-        batches.add_jobs(session, batch_id=batch.id, rows=[row])
+        batch_intake.add_jobs(session, batch_id=batch.id, rows=[row])
         batch_id = batch.id
     with transaction(sessions) as session:
-        (dispatch,) = batches.take_pending(session, batch_id=batch_id, limit=1)
-        assert jobs.claim_job(session, job_id=dispatch.job_id, worker="gone:1") is not None
+        (dispatch,) = batch_dispatch.take_pending(session, batch_id=batch_id, limit=1)
+        assert (
+            job_transitions.claim_job(session, job_id=dispatch.job_id, worker="gone:1") is not None
+        )
         session.execute(update(Job).where(Job.id == dispatch.job_id).values(updated_at=last_write))
     return batch_id, dispatch.job_id
 
@@ -263,28 +273,27 @@ def _batch_running_job(sessions: Sessions, *, last_write: datetime) -> tuple[uui
 def test_a_stale_batch_job_goes_back_to_its_dispatcher_until_its_last_death(
     sessions: Sessions,
 ) -> None:
-    from mss_jobs.db import batches
 
     cutoff = datetime.now(UTC) - timedelta(hours=1)
     batch_id, job_id = _batch_running_job(sessions, last_write=LONG_AGO)
     single = running_job(sessions, last_write=LONG_AGO)
 
     with transaction(sessions) as session:
-        handed = jobs.hand_back_stale_batch_jobs(session, stale_before=cutoff, max_deaths=2)
-        reaped = jobs.reap_stale_jobs(session, stale_before=cutoff, code=CODE, message=MESSAGE)
+        handed = recovery.hand_back_stale_batch_jobs(session, stale_before=cutoff, max_deaths=2)
+        reaped = recovery.reap_stale_jobs(session, stale_before=cutoff, code=CODE, message=MESSAGE)
 
     assert (handed, reaped) == ([job_id], [single])
     job = read(sessions, job_id)
     assert (job.status, job.enqueued_at, job.worker) == (JobStatus.PENDING, None, None)
     with transaction(sessions) as session:
-        assert jobs.worker_deaths(session, job_id=job_id) == 1
-        (again,) = batches.take_pending(session, batch_id=batch_id, limit=1)
+        assert recovery.worker_deaths(session, job_id=job_id) == 1
+        (again,) = batch_dispatch.take_pending(session, batch_id=batch_id, limit=1)
         assert again.job_id == job_id
-        assert jobs.claim_job(session, job_id=job_id, worker="next:1") is not None
+        assert job_transitions.claim_job(session, job_id=job_id, worker="next:1") is not None
         session.execute(update(Job).where(Job.id == job_id).values(updated_at=LONG_AGO))
     # Its second death is the last allowed (max 2): failed, not handed back again.
     with transaction(sessions) as session:
-        assert jobs.hand_back_stale_batch_jobs(session, stale_before=cutoff, max_deaths=2) == []
-        assert jobs.reap_stale_jobs(session, stale_before=cutoff, code=CODE, message=MESSAGE) == [
-            job_id
-        ]
+        assert recovery.hand_back_stale_batch_jobs(session, stale_before=cutoff, max_deaths=2) == []
+        assert recovery.reap_stale_jobs(
+            session, stale_before=cutoff, code=CODE, message=MESSAGE
+        ) == [job_id]

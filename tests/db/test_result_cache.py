@@ -13,8 +13,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mss_jobs.db import batches, jobs
-from mss_jobs.db.models import Job, JobEvent
+from mss_jobs.db import (
+    batch_dispatch,
+    batch_intake,
+    job_intake,
+    job_queries,
+    job_transitions,
+    recovery,
+)
 from mss_jobs.db.results import (
     Deferred,
     ReusableOutput,
@@ -23,6 +29,7 @@ from mss_jobs.db.results import (
     mark_reused,
     record_input_and_decide,
 )
+from mss_jobs.db.schema import Job, JobEvent
 from mss_jobs.db.session import transaction
 from mss_jobs.domain.lifecycle import EventKind, JobStatus
 
@@ -43,13 +50,13 @@ def new_job(sessions: Sessions, **overrides: Any) -> uuid.UUID:
     }
     arguments.update(overrides)
     with transaction(sessions) as session:
-        return jobs.create_job(session, **arguments).id
+        return job_intake.create_job(session, **arguments).id
 
 
 def claimed(sessions: Sessions, job_id: uuid.UUID, worker: str = "w1") -> int:
     """Claim the job; its attempt (the fencing token)."""
     with transaction(sessions) as session:
-        job = jobs.claim_job(session, job_id=job_id, worker=worker)
+        job = job_transitions.claim_job(session, job_id=job_id, worker=worker)
         assert job is not None
         return job.attempts
 
@@ -76,7 +83,7 @@ def decide(
 
 def record_stem(sessions: Sessions, job_id: uuid.UUID, attempt: int, stem: str) -> None:
     with transaction(sessions) as session:
-        assert jobs.record_output(
+        assert job_transitions.record_output(
             session,
             job_id=job_id,
             stem=stem,
@@ -102,20 +109,20 @@ def finished(
     for stem in stems:
         record_stem(sessions, job_id, attempt, stem)
     with transaction(sessions) as session:
-        assert jobs.mark_succeeded(session, job_id=job_id, attempt=attempt) is not None
+        assert job_transitions.mark_succeeded(session, job_id=job_id, attempt=attempt) is not None
     return job_id
 
 
 def read(sessions: Sessions, job_id: uuid.UUID) -> Job:
     with transaction(sessions) as session:
-        job = jobs.get_job(session, job_id=job_id)
+        job = job_queries.get_job(session, job_id=job_id)
         assert job is not None
         return job
 
 
 def events(sessions: Sessions, job_id: uuid.UUID) -> list[JobEvent]:
     with transaction(sessions) as session:
-        return jobs.list_events(session, job_id=job_id)
+        return job_queries.list_events(session, job_id=job_id)
 
 
 # -- force ------------------------------------------------------------------------------------
@@ -129,7 +136,7 @@ def test_force_is_stored_and_not_part_of_the_params(sessions: Sessions) -> None:
 
 @dataclass(frozen=True)
 class Row:
-    """A manifest row (satisfies `mss_jobs.db.bulk.BatchRow`)."""
+    """A manifest row (satisfies `mss_jobs.db.job_intake.BatchRow`)."""
 
     line: int
     input: str = "s3://bucket/tracks/a.flac"
@@ -144,7 +151,7 @@ def test_batch_intake_copies_the_batch_force_flag_onto_its_jobs(
     sessions: Sessions, force: bool
 ) -> None:
     with transaction(sessions) as session:
-        batch, _ = batches.create_batch(
+        batch, _ = batch_intake.create_batch(
             session,
             model=MODEL,
             params=PARAMS,
@@ -153,7 +160,7 @@ def test_batch_intake_copies_the_batch_force_flag_onto_its_jobs(
         )
         batch_id = batch.id
     with transaction(sessions) as session:
-        assert batches.add_jobs(session, batch_id=batch_id, rows=[Row(1), Row(2), Row(3)]) == 3
+        assert batch_intake.add_jobs(session, batch_id=batch_id, rows=[Row(1), Row(2), Row(3)]) == 3
     with transaction(sessions) as session:
         flags = session.scalars(select(Job.force).where(Job.batch_id == batch_id)).all()
     assert flags == [force] * 3
@@ -217,7 +224,7 @@ def test_the_run_that_computed_the_result_is_preferred_to_its_copies(sessions: S
     assert isinstance(decision, Reuse)
     assert decision.source == original  # not the newer copy
     with transaction(sessions) as session:
-        assert jobs.delete_job(session, job_id=original)
+        assert job_transitions.delete_job(session, job_id=original)
     decision = decide(sessions, job_id, attempt, may_defer=False)
     assert isinstance(decision, Reuse)
     assert decision.source == copy  # a copy serves once the original is gone
@@ -235,7 +242,9 @@ def test_only_a_succeeded_job_with_the_same_content_model_params_and_outputs_cou
     decide(sessions, failed, attempt)
     record_stem(sessions, failed, attempt, "harmonic")
     with transaction(sessions) as session:
-        jobs.mark_failed(session, job_id=failed, code="internal", message="x", attempt=attempt)
+        job_transitions.mark_failed(
+            session, job_id=failed, code="internal", message="x", attempt=attempt
+        )
     job_id = new_job(sessions)
     attempt = claimed(sessions, job_id)
 
@@ -256,7 +265,9 @@ def test_a_stale_attempt_decides_nothing_and_records_nothing(sessions: Sessions)
     job_id = new_job(sessions)
     claimed(sessions, job_id)
     with transaction(sessions) as session:  # redelivered: attempt 2 took over
-        assert jobs.claim_job(session, job_id=job_id, worker="w2", reclaim=jobs.Reclaim.REDELIVERY)
+        assert job_transitions.claim_job(
+            session, job_id=job_id, worker="w2", reclaim=job_transitions.Reclaim.REDELIVERY
+        )
 
     assert decide(sessions, job_id, 1) is None
     assert read(sessions, job_id).input_sha256 is None
@@ -288,7 +299,7 @@ def test_mark_reused_of_a_deleted_source_succeeds_without_the_link(sessions: Ses
     attempt = claimed(sessions, job_id)
     decide(sessions, job_id, attempt)
     with transaction(sessions) as session:
-        assert jobs.delete_job(session, job_id=source)
+        assert job_transitions.delete_job(session, job_id=source)
 
     with transaction(sessions) as session:
         assert mark_reused(session, job_id=job_id, attempt=attempt, source=source) is not None
@@ -305,7 +316,7 @@ def test_deleting_the_source_keeps_the_reusing_job(sessions: Sessions) -> None:
     with transaction(sessions) as session:
         mark_reused(session, job_id=job_id, attempt=attempt, source=source)
     with transaction(sessions) as session:
-        assert jobs.delete_job(session, job_id=source)
+        assert job_transitions.delete_job(session, job_id=source)
     assert (read(sessions, job_id).status, read(sessions, job_id).reused_from) == (
         JobStatus.SUCCEEDED,
         None,
@@ -333,7 +344,7 @@ def test_a_job_defers_to_a_running_twin_and_comes_back_to_reuse_its_result(
     assert (deferred.kind, deferred.attempt) == (EventKind.DEFERRED, 1)
     assert deferred.detail == {"twin": str(twin), "deferrals": 1}
     with transaction(sessions) as session:  # neither a worker death nor a retry
-        assert jobs.worker_deaths(session, job_id=job_id) == 0
+        assert recovery.worker_deaths(session, job_id=job_id) == 0
 
     # The twin is still running when the job comes back: deferred again, counted.
     attempt = claimed(sessions, job_id, worker="w2")
@@ -341,7 +352,7 @@ def test_a_job_defers_to_a_running_twin_and_comes_back_to_reuse_its_result(
     # The twin finishes; the job's next delivery reuses its result.
     record_stem(sessions, twin, twin_attempt, "harmonic")
     with transaction(sessions) as session:
-        jobs.mark_succeeded(session, job_id=twin, attempt=twin_attempt)
+        job_transitions.mark_succeeded(session, job_id=twin, attempt=twin_attempt)
     attempt = claimed(sessions, job_id, worker="w2")
     decision = decide(sessions, job_id, attempt)
     assert isinstance(decision, Reuse)
@@ -356,7 +367,9 @@ def test_a_job_whose_twin_failed_separates_itself(sessions: Sessions) -> None:
     job_id = new_job(sessions)
     assert isinstance(decide(sessions, job_id, claimed(sessions, job_id)), Deferred)
     with transaction(sessions) as session:
-        jobs.mark_failed(session, job_id=twin, code="internal", message="x", attempt=twin_attempt)
+        job_transitions.mark_failed(
+            session, job_id=twin, code="internal", message="x", attempt=twin_attempt
+        )
 
     assert decide(sessions, job_id, claimed(sessions, job_id)) == Separate()
 
@@ -396,14 +409,14 @@ def test_a_deferred_batch_job_is_stamped_as_published(sessions: Sessions) -> Non
     twin = new_job(sessions)
     decide(sessions, twin, claimed(sessions, twin))
     with transaction(sessions) as session:
-        batch, _ = batches.create_batch(
+        batch, _ = batch_intake.create_batch(
             session, model=MODEL, params=PARAMS, source={"kind": "manifest", "format": "csv"}
         )
         batch_id = batch.id
     with transaction(sessions) as session:
-        batches.add_jobs(session, batch_id=batch_id, rows=[Row(1)])
+        batch_intake.add_jobs(session, batch_id=batch_id, rows=[Row(1)])
     with transaction(sessions) as session:
-        [dispatch] = batches.take_pending(session, batch_id=batch_id, limit=1)
+        [dispatch] = batch_dispatch.take_pending(session, batch_id=batch_id, limit=1)
     job_id = dispatch.job_id
     published = read(sessions, job_id).enqueued_at
     assert published is not None

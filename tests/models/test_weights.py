@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from real_services import moto_endpoint, new_bucket, s3_storage
+from real_services import new_bucket, s3_storage
 from safetensors.torch import save_file
 
 from mss_jobs.errors import (
@@ -344,15 +344,14 @@ def test_local_files_are_used_in_place(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[tuple[str, str]]:
-    with moto_endpoint() as endpoint:
-        bucket = new_bucket(
-            endpoint,
-            name_prefix="mss-models",
-            access_key_id=ACCESS_KEY_ID,
-            secret=SECRET_ACCESS_KEY,
-        )
-        yield endpoint, bucket
+def s3(moto_endpoint: str) -> tuple[str, str]:
+    bucket = new_bucket(
+        moto_endpoint,
+        name_prefix="mss-models",
+        access_key_id=ACCESS_KEY_ID,
+        secret=SECRET_ACCESS_KEY,
+    )
+    return moto_endpoint, bucket
 
 
 def test_s3_sources_go_through_the_storage_layer(s3: tuple[str, str], tmp_path: Path) -> None:

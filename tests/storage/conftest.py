@@ -1,4 +1,5 @@
-"""Fixtures for the storage edge: one moto S3 server on loopback, a fresh bucket per test.
+"""Fixtures for the storage edge: the session's moto S3 server on loopback (`moto_endpoint`, from
+`tests/real_services.py`), a fresh bucket per test.
 
 boto3 talks to the server over real HTTP, so signing, paths, multipart and presigned URLs are
 exercised as they are against MinIO or AWS. Credentials are dummies passed as arguments; the
@@ -7,21 +8,17 @@ environment is scrubbed so a developer's AWS profile or proxy cannot leak into (
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
-from moto.server import ThreadedMotoServer
+from real_services import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 
 from mss_jobs.storage import LocalStorage, ObjectStorage, S3Storage
 from mss_jobs.storage.s3 import MIB
 
-ACCESS_KEY_ID = "MSSTESTACCESSKEY0001"
-SECRET_ACCESS_KEY = "mss-test-secret-do-not-print-0123456789"
-REGION = "us-east-1"
 PREFIX = "jobs"
 
 S3Factory = Callable[..., S3Storage]
@@ -48,19 +45,6 @@ def _isolated_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """`http://127.0.0.1:<free port>` of a moto S3 server running for the whole session."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -96,7 +80,7 @@ def make_s3(moto_endpoint: str) -> S3Factory:
     return make
 
 
-@pytest.fixture(params=["s3", "local"])
+@pytest.fixture(params=[pytest.param("s3", marks=pytest.mark.services), "local"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStorage:
     """Each backend in turn, empty, with prefix `jobs`."""
     if request.param == "s3":

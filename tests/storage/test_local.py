@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from mss_jobs import atomic
 from mss_jobs.errors import ConfigError, StorageError
 from mss_jobs.storage import LocalStorage
-from mss_jobs.storage import _files as files_module
 
 MakeFile = Callable[[str, bytes], Path]
 
@@ -68,11 +68,13 @@ def test_failed_write_keeps_the_old_object_and_leaves_no_temp_file(
 ) -> None:
     local.upload_file(make_file("v1.wav", b"version 1"), "jobs/1/vocals.wav")
 
-    def half_copy(source: Path, dest: Path, *, chunk_size: int) -> tuple[int, str]:
-        dest.write_bytes(b"partial")
+    write = atomic.HashingWriter.write
+
+    def half_write(self: atomic.HashingWriter, chunk: bytes) -> None:
+        write(self, chunk[:3])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("mss_jobs.storage.local.copy_hashing", half_copy)
+    monkeypatch.setattr(atomic.HashingWriter, "write", half_write)
     with pytest.raises(StorageError, match="No space left"):
         local.upload_file(make_file("v2.wav", b"version 2"), "jobs/1/vocals.wav")
 
@@ -84,7 +86,7 @@ def test_temporary_files_are_invisible_and_deleted(
     local: LocalStorage, make_file: MakeFile
 ) -> None:
     local.upload_file(make_file("a.wav", b"a"), "jobs/3/a.wav")
-    leftover = local.root / "jobs/3" / f".b.wav{files_module.TEMP_MARKER}deadbeef"
+    leftover = local.root / "jobs/3" / f".b.wav{atomic.TEMP_MARKER}deadbeef"
     leftover.write_bytes(b"crashed mid-write")
 
     assert list(local.list_keys("jobs/3")) == ["jobs/3/a.wav"]

@@ -117,19 +117,22 @@ def test_download_from_another_bucket_by_uri(
     assert (tmp_path / "x").read_bytes() == b"mp3 bytes"
 
 
-def test_missing_configured_bucket_is_a_permanent_storage_error(
-    make_s3: S3Factory, make_file: MakeFile, tmp_path: Path
-) -> None:
-    storage = make_s3("mss-test-never-created", create=False)
-    source = make_file("a.wav", b"x")
-    attempts: list[Callable[[], object]] = [
+def _operations(storage: S3Storage, source: Path, dest: Path) -> list[Callable[[], object]]:
+    """One call of each kind that touches the bucket, on the keys under `jobs/1`."""
+    return [
         lambda: storage.upload_file(source, "jobs/1/a.wav"),
-        lambda: storage.download_file("jobs/1/a.wav", tmp_path / "a.wav"),
+        lambda: storage.download_file("jobs/1/a.wav", dest),
         lambda: storage.exists("jobs/1/a.wav"),
         lambda: list(storage.list_keys("jobs/1")),
         lambda: storage.delete_prefix("jobs/1"),
     ]
-    for attempt in attempts:
+
+
+def test_missing_configured_bucket_is_a_permanent_storage_error(
+    make_s3: S3Factory, make_file: MakeFile, tmp_path: Path
+) -> None:
+    storage = make_s3("mss-test-never-created", create=False)
+    for attempt in _operations(storage, make_file("a.wav", b"x"), tmp_path / "a.wav"):
         with pytest.raises(StorageError, match="mss-test-never-created") as caught:
             attempt()
         assert caught.value.code == "storage.failed"
@@ -167,15 +170,8 @@ def test_unreachable_endpoint_is_transient_and_quick(
         connect_timeout=1.0,
         read_timeout=1.0,
     )
-    source = make_file("a.wav", b"x")
-    attempts: list[Callable[[], object]] = [
-        lambda: storage.upload_file(source, "jobs/1/a.wav"),
-        lambda: storage.download_file("jobs/1/a.wav", tmp_path / "a.wav"),
-        lambda: storage.exists("jobs/1/a.wav"),
-        lambda: list(storage.list_keys("jobs/1")),
-        lambda: storage.delete_prefix("jobs/1"),
-        storage.ensure_bucket,
-    ]
+    attempts = _operations(storage, make_file("a.wav", b"x"), tmp_path / "a.wav")
+    attempts.append(storage.ensure_bucket)
     started = time.monotonic()
     for attempt in attempts:
         with pytest.raises(StorageUnavailableError) as caught:

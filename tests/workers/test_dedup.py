@@ -19,17 +19,18 @@ import pytest
 import redis
 from worker_harness import JOB_TIMEOUT, PREFIX, Submitter, WorkerProcess, wav_bytes
 
-from mss_jobs.db import EventKind, Job, JobEvent, JobStatus, transaction
-from mss_jobs.db.jobs import (
+from mss_jobs.db.job_intake import create_job
+from mss_jobs.db.job_queries import list_events, list_outputs
+from mss_jobs.db.job_transitions import (
     claim_job,
-    create_job,
-    list_events,
-    list_outputs,
     mark_failed,
     mark_succeeded,
     record_input,
     record_output,
 )
+from mss_jobs.db.schema import Job, JobEvent
+from mss_jobs.db.session import transaction
+from mss_jobs.domain.lifecycle import EventKind, JobStatus
 from mss_jobs.queueing import SEPARATE_TASK, broker_priority
 from mss_jobs.settings import Settings
 from mss_jobs.storage import S3Storage, job_prefix, output_key

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mss_jobs.db import make_engine, make_session_factory, migrate, transaction
-from mss_jobs.db.jobs import create_job, get_job
+from mss_jobs.db import migrate
+from mss_jobs.db.job_intake import create_job
+from mss_jobs.db.job_queries import get_job
+from mss_jobs.db.session import make_engine, make_session_factory, transaction
 from mss_jobs.errors import ConfigError
 from mss_jobs.settings import Settings, load_settings
 from mss_jobs.storage import input_key, storage_from_settings

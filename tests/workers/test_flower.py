@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import pytest
 from celery import Celery
-from real_services import flushed_redis
+from real_services import RedisServer, settings_from_env
 from sqlalchemy.orm import Session, sessionmaker
 from worker_harness import REPO_ROOT, Submitter, WorkerProcess, wav_bytes
 
-from mss_jobs.db import JobStatus
+from mss_jobs.domain.lifecycle import JobStatus
 from mss_jobs.errors import ConfigError
 from mss_jobs.settings import Settings, load_settings
 from mss_jobs.storage import S3Storage
@@ -41,8 +41,10 @@ from workers.flower import (
 )
 from workers.tasks import SEPARATE_TASK, enqueue
 
-FLOWER_REDIS_URL = "redis://127.0.0.1:6379/14"
+FLOWER_REDIS_INDEX = 14
 """Reserved for this module (flushed before and after)."""
+FLOWER_REDIS_URL = f"redis://127.0.0.1:6379/{FLOWER_REDIS_INDEX}"
+"""What the argv tests configure (they never connect)."""
 START_TIMEOUT = 60.0
 SUBSCRIBE_TIMEOUT = 30.0
 API_TIMEOUT = 60.0
@@ -282,10 +284,10 @@ def _wait_for(
 
 
 @pytest.fixture(scope="session")
-def redis_db() -> Iterator[str]:
+def redis_db(redis_server: RedisServer) -> Iterator[str]:
     """Overrides the suite's database 13, which this module must not flush: other runs of the
     worker suite may be using it right now."""
-    with flushed_redis(FLOWER_REDIS_URL) as url:
+    with redis_server.flushed(FLOWER_REDIS_INDEX) as url:
         yield url
 
 
@@ -298,8 +300,7 @@ def flower_env(worker_env: dict[str, str], redis_db: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def flower_celery(flower_env: dict[str, str]) -> Iterator[Celery]:
-    fields = {name.removeprefix("MSS_").lower(): value for name, value in flower_env.items()}
-    app = create_app(load_settings(**fields))
+    app = create_app(settings_from_env(flower_env))
     yield app
     app.close()
 

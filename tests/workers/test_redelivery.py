@@ -9,8 +9,9 @@ import pytest
 import redis
 from worker_harness import Submitter, WorkerProcess, wav_bytes
 
-from mss_jobs.db import EventKind, JobStatus, transaction
-from mss_jobs.db.jobs import list_events, list_outputs
+from mss_jobs.db.job_queries import list_events, list_outputs
+from mss_jobs.db.session import transaction
+from mss_jobs.domain.lifecycle import EventKind, JobStatus
 from mss_jobs.storage import S3Storage, job_prefix
 
 pytestmark = pytest.mark.timeout(180)

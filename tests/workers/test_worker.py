@@ -12,8 +12,10 @@ import pytest
 import soundfile as sf
 from worker_harness import Submitter, WorkerProcess, wav_bytes
 
-from mss_jobs.db import JobStatus, transaction
-from mss_jobs.db.jobs import cancel_job, claim_job, list_outputs, record_output
+from mss_jobs.db.job_queries import list_outputs
+from mss_jobs.db.job_transitions import cancel_job, claim_job, record_output
+from mss_jobs.db.session import transaction
+from mss_jobs.domain.lifecycle import JobStatus
 from mss_jobs.settings import Settings
 from mss_jobs.storage import S3Storage, job_prefix, output_key
 from workers.context import build_context
