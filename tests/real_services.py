@@ -86,20 +86,15 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> None:
         _started.append(fixturedef.argname)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+def _run_phase_checking_marks(item: pytest.Item) -> Generator[None, object, object]:
     _started.clear()
     result = yield
     _check_marked(item)
     return result
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
-    _started.clear()
-    result = yield
-    _check_marked(item)
-    return result
+pytest_runtest_setup = pytest.hookimpl(wrapper=True)(_run_phase_checking_marks)
+pytest_runtest_call = pytest.hookimpl(wrapper=True)(_run_phase_checking_marks)
 
 
 def _check_marked(item: pytest.Item) -> None:
@@ -256,6 +251,9 @@ def s3_storage(
     prefix: str,
     access_key_id: str = ACCESS_KEY_ID,
     secret_access_key: str = SECRET_ACCESS_KEY,
+    max_attempts: int = 2,
+    connect_timeout: float = 2.0,
+    read_timeout: float = 10.0,
 ) -> S3Storage:
     """A client for `bucket` with few retries and short timeouts (tests fail fast)."""
     return S3Storage(
@@ -265,9 +263,9 @@ def s3_storage(
         region=REGION,
         access_key_id=access_key_id,
         secret_access_key=secret_access_key,
-        max_attempts=2,
-        connect_timeout=2.0,
-        read_timeout=10.0,
+        max_attempts=max_attempts,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
     )
 
 
@@ -419,40 +417,29 @@ def stack_fixture(spec: StackSpec) -> Any:
     return service_stack
 
 
-@pytest.fixture(scope="module")
-def database_url(service_stack: ServiceStack) -> str:
-    return service_stack.database_url
+def _stack_accessor(attribute: str) -> Any:
+    """A module-scoped fixture named `attribute` that hands out that piece of the suite's
+    `service_stack`."""
+
+    @pytest.fixture(scope="module", name=attribute)
+    def accessor(service_stack: ServiceStack) -> Any:
+        return getattr(service_stack, attribute)
+
+    return accessor
 
 
-@pytest.fixture(scope="module")
-def sessions(service_stack: ServiceStack) -> sessionmaker[Session]:
-    return service_stack.sessions
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(service_stack: ServiceStack) -> str:
-    return service_stack.s3_endpoint
-
-
-@pytest.fixture(scope="module")
-def bucket(service_stack: ServiceStack) -> str:
-    return service_stack.bucket
-
-
-@pytest.fixture(scope="module")
-def storage(service_stack: ServiceStack) -> S3Storage:
-    return service_stack.storage
+database_url = _stack_accessor("database_url")
+sessions = _stack_accessor("sessions")
+s3_endpoint = _stack_accessor("s3_endpoint")
+bucket = _stack_accessor("bucket")
+storage = _stack_accessor("storage")
+settings = _stack_accessor("settings")
 
 
 @pytest.fixture(scope="module")
 def redis_db(service_stack: ServiceStack) -> str:
     """The suite's Redis database (empty at the start and the end of the session)."""
     return service_stack.redis_url
-
-
-@pytest.fixture(scope="module")
-def settings(service_stack: ServiceStack) -> Settings:
-    return service_stack.settings
 
 
 @pytest.fixture(scope="module")

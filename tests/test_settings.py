@@ -65,22 +65,20 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.max_upload_bytes == 1000
 
 
-def test_reliability_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    defaults = Settings()
-    assert (
-        defaults.reaper_interval_seconds,
-        defaults.reaper_grace_seconds,
-        defaults.max_worker_deaths,
-    ) == (60, 120, 3)
-    monkeypatch.setenv("MSS_REAPER_INTERVAL_SECONDS", "5")
-    monkeypatch.setenv("MSS_REAPER_GRACE_SECONDS", "0")
-    monkeypatch.setenv("MSS_MAX_WORKER_DEATHS", "1")
-    settings = load_settings()
-    assert (
+def _reliability(settings: Settings) -> tuple[int, int, int]:
+    return (
         settings.reaper_interval_seconds,
         settings.reaper_grace_seconds,
         settings.max_worker_deaths,
-    ) == (5, 0, 1)
+    )
+
+
+def test_reliability_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _reliability(Settings()) == (60, 120, 3)
+    monkeypatch.setenv("MSS_REAPER_INTERVAL_SECONDS", "5")
+    monkeypatch.setenv("MSS_REAPER_GRACE_SECONDS", "0")
+    monkeypatch.setenv("MSS_MAX_WORKER_DEATHS", "1")
+    assert _reliability(load_settings()) == (5, 0, 1)
 
 
 def test_explicit_database_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:

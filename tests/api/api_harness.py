@@ -25,11 +25,16 @@ def put_input(storage: S3Storage, content: bytes, folder: Path) -> str:
     return storage.upload_file(path, f"{storage.prefix}/inputs/{path.name}").uri
 
 
-def submit(client: httpx.Client, input_uri: str, **spec: Any) -> dict[str, Any]:
-    response = client.post("/v1/jobs", json={"input": input_uri, "model": "identity", **spec})
-    assert response.status_code == 202, response.text
+def body_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The JSON object of a response answered with `status`."""
+    assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def submit(client: httpx.Client, input_uri: str, **spec: Any) -> dict[str, Any]:
+    response = client.post("/v1/jobs", json={"input": input_uri, "model": "identity", **spec})
+    return body_of(response, 202)
 
 
 def wait_job(
@@ -42,9 +47,7 @@ def wait_job(
     deadline = time.monotonic() + timeout
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        response = client.get(f"/v1/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        job = response.json()
+        job = body_of(client.get(f"/v1/jobs/{job_id}"), 200)
         if until(job):
             return job
         time.sleep(0.1)

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from api_harness import body_of
 from service_processes import ServiceProcess
 
 BATCH_TIMEOUT = 90.0
@@ -75,9 +76,7 @@ def upload_manifest(
 
 def created(response: httpx.Response, status: int = 201) -> dict[str, Any]:
     """The batch of a submission answered with `status`."""
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return body_of(response, status)
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
@@ -90,10 +89,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 
 def get_batch(client: httpx.Client, batch_id: str) -> dict[str, Any]:
-    response = client.get(f"/v1/batches/{batch_id}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return body_of(client.get(f"/v1/batches/{batch_id}"), 200)
 
 
 def wait_batch(

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import redis
@@ -113,6 +114,13 @@ class Stack:
             process.wait_ready()
         return process
 
+    def api_with_worker(self) -> ApiProcess:
+        """A worker and an API, the worker booting while the API starts; both ready."""
+        worker = self.worker(wait=False)
+        api = self.api()
+        worker.wait_ready()
+        return api
+
     def close(self) -> None:
         for process in reversed(self.processes):
             process.stop()
@@ -139,6 +147,11 @@ def stack(
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _create_batch(client: httpx.Client, **spec: Any) -> dict[str, Any]:
+    """Create a batch of the identity model with 32-bit WAV stems from `spec`."""
+    return created(client.post("/v1/batches", json={"model": "identity", **spec, **WAV32}))
 
 
 def _events(
@@ -211,22 +224,11 @@ def test_a_batch_from_an_s3_prefix_succeeds_and_its_report_lists_every_stem(
         storage.upload_file(path, f"{folder}/{name}")
     (tmp_path / "notes.txt").write_text("liner notes: not audio")
     storage.upload_file(tmp_path / "notes.txt", f"{folder}/notes.txt")
-    worker = stack.worker(wait=False)
-    api = stack.api()
-    worker.wait_ready()
+    api = stack.api_with_worker()
 
     with api.client() as client:
-        batch = created(
-            client.post(
-                "/v1/batches",
-                json={
-                    "prefix": f"s3://{bucket}/{folder}/",
-                    "extensions": ["wav"],
-                    "model": "identity",
-                    "max_in_flight": 2,
-                    **WAV32,
-                },
-            )
+        batch = _create_batch(
+            client, prefix=f"s3://{bucket}/{folder}/", extensions=["wav"], max_in_flight=2
         )
         assert batch["total"] == len(names)
         done = wait_batch(client, batch["id"])
@@ -263,9 +265,7 @@ def test_a_missing_object_fails_its_row_and_bad_rows_are_refused_while_the_rest_
             (good[1], "", "last"),  # line 6
         ],
     )
-    worker = stack.worker(wait=False)
-    api = stack.api()
-    worker.wait_ready()
+    api = stack.api_with_worker()
 
     with api.client() as client:
         batch = created(upload_manifest(client, content, spec={"model": "identity", **WAV32}))
@@ -307,17 +307,10 @@ def test_an_interactive_job_overtakes_a_waiting_bulk_backlog(
 ) -> None:
     inputs = [put_input(storage, wav_bytes(0.5, seed=100 + i), tmp_path) for i in range(30)]
     solo = put_input(storage, wav_bytes(0.5, seed=99), tmp_path)
-    worker = stack.worker(wait=False)
-    api = stack.api()
-    worker.wait_ready()
+    api = stack.api_with_worker()
 
     with api.client() as client:
-        batch = created(
-            client.post(
-                "/v1/batches",
-                json={"rows": inputs, "model": "identity", "max_in_flight": 100, **WAV32},
-            )
-        )
+        batch = _create_batch(client, rows=inputs, max_in_flight=100)
         # The worker is busy with the backlog (one bulk job done) and most of it still waits.
         wait_batch(client, batch["id"], lambda b: b["counts"]["succeeded"] >= 1, interval=0.02)
         response = client.post("/v1/jobs", json={"input": solo, "model": "identity", **WAV32})
@@ -481,27 +474,15 @@ def test_duplicate_tracks_run_the_model_once_per_distinct_audio(
     uris = {name: put_input(storage, content, tmp_path) for name, content in audio.items()}
     copy_of_a = put_input(storage, audio["A"], tmp_path)
     rows = [uris["A"], uris["B"], uris["A"], uris["C"], copy_of_a, uris["B"]]
-    worker = stack.worker(wait=False)
-    api = stack.api()
-    worker.wait_ready()
+    api = stack.api_with_worker()
 
     with api.client() as client:
-        batch = created(
-            client.post(
-                "/v1/batches",
-                json={"rows": rows, "model": "identity", "max_in_flight": 6, **WAV32},
-            )
-        )
+        batch = _create_batch(client, rows=rows, max_in_flight=6)
         done = wait_batch(client, batch["id"])
         lines = report(client, batch["id"], "jsonl")
         views = {row["job_id"]: client.get(f"/v1/jobs/{row['job_id']}").json() for row in lines}
         # `force` skips the result cache: every row runs the model, even those seen before.
-        forced = created(
-            client.post(
-                "/v1/batches",
-                json={"rows": rows[:3], "model": "identity", "force": True, **WAV32},
-            )
-        )
+        forced = _create_batch(client, rows=rows[:3], force=True)
         forced_done = wait_batch(client, forced["id"])
         forced_ids = [job["id"] for job in batch_jobs(client, forced["id"])]
 

@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_args import IDENTITY_WAV32
 from click.testing import CliRunner
 from worker_harness import wav_bytes
 
@@ -34,12 +35,7 @@ def test_submit_uploads_waits_and_downloads_through_s3(
             str(tmp_path / "take.wav"),
             "--api",
             api,
-            "--model",
-            "identity",
-            "--format",
-            "wav",
-            "--bit-depth",
-            "32",
+            *IDENTITY_WAV32,
             "-o",
             str(tmp_path / "out"),
             "-q",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import httpx
+from fresh_python import assert_python_succeeds
 
 from mss_jobs.settings import Settings
 
@@ -17,10 +15,7 @@ def test_api_never_imports_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'workers.tasks' not in sys.modules, 'workers.tasks was imported'\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
+    assert_python_succeeds(code, timeout=60)
 
 
 def test_healthz(client: httpx.Client) -> None:

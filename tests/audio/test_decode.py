@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -324,25 +325,22 @@ def test_lossy_decodes_close_to_the_source(
 # --------------------------------------------------------------------------------------------
 
 
-def _assert_error(exc_info: pytest.ExceptionInfo[MssError], cls: type[MssError], name: str) -> None:
+def _assert_raises(call: Callable[[], object], cls: type[MssError], name: str) -> None:
+    """`call()` raises exactly `cls`, naming the file `name`."""
+    with pytest.raises(MssError) as exc_info:
+        call()
     assert type(exc_info.value) is cls, repr(exc_info.value)
     assert name in str(exc_info.value)
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(MssError) as exc_info:
-        probe(tmp_path / "nowhere.wav")
-    _assert_error(exc_info, InputNotFoundError, "nowhere.wav")
-    with pytest.raises(MssError) as exc_info:
-        read_blocks(tmp_path / "nowhere.wav")
-    _assert_error(exc_info, InputNotFoundError, "nowhere.wav")
+    _assert_raises(lambda: probe(tmp_path / "nowhere.wav"), InputNotFoundError, "nowhere.wav")
+    _assert_raises(lambda: read_blocks(tmp_path / "nowhere.wav"), InputNotFoundError, "nowhere.wav")
 
 
 def test_directory_is_not_an_input(tmp_path: Path) -> None:
     (tmp_path / "album.wav").mkdir()
-    with pytest.raises(MssError) as exc_info:
-        probe(tmp_path / "album.wav")
-    _assert_error(exc_info, InputNotFoundError, "album.wav")
+    _assert_raises(lambda: probe(tmp_path / "album.wav"), InputNotFoundError, "album.wav")
 
 
 @pytest.mark.parametrize(
@@ -358,9 +356,7 @@ def test_directory_is_not_an_input(tmp_path: Path) -> None:
 )
 def test_garbage_inputs(audio: AudioFactory, name: str, data: bytes, cls: type[MssError]) -> None:
     path = audio.raw(name, data)
-    with pytest.raises(MssError) as exc_info:
-        probe(path)
-    _assert_error(exc_info, cls, name)
+    _assert_raises(lambda: probe(path), cls, name)
 
 
 def test_wav_header_with_zero_frames_is_empty(audio: AudioFactory) -> None:
@@ -368,9 +364,7 @@ def test_wav_header_with_zero_frames_is_empty(audio: AudioFactory) -> None:
         "silent.wav", np.zeros((2, 0), np.float32), sample_rate=44100, format="WAV",
         subtype="PCM_16",
     )  # fmt: skip
-    with pytest.raises(MssError) as exc_info:
-        probe(path)
-    _assert_error(exc_info, EmptyAudioError, "silent.wav")
+    _assert_raises(lambda: probe(path), EmptyAudioError, "silent.wav")
 
 
 def _truncate(path: Path, fraction: float = 0.5) -> Path:
@@ -400,9 +394,7 @@ def test_truncated_flac_fails_while_decoding(audio: AudioFactory) -> None:
     )
     assert probe(path).frames == 16000  # STREAMINFO is intact: the damage shows while decoding
 
-    with pytest.raises(MssError) as exc_info:
-        _decode(path, block_frames=1000)
-    _assert_error(exc_info, AudioDecodeError, "cut.flac")
+    _assert_raises(lambda: _decode(path, block_frames=1000), AudioDecodeError, "cut.flac")
 
 
 def test_truncated_ogg_fails_to_open(audio: AudioFactory) -> None:
@@ -410,9 +402,7 @@ def test_truncated_ogg_fails_to_open(audio: AudioFactory) -> None:
     path = _truncate(
         audio.soundfile("cut.ogg", signal, sample_rate=44100, format="OGG", subtype="VORBIS")
     )
-    with pytest.raises(MssError) as exc_info:
-        probe(path)
-    _assert_error(exc_info, AudioDecodeError, "cut.ogg")
+    _assert_raises(lambda: probe(path), AudioDecodeError, "cut.ogg")
 
 
 def test_truncated_mp3_decodes_what_is_there(audio: AudioFactory) -> None:
@@ -430,9 +420,7 @@ def test_truncated_mp3_decodes_what_is_there(audio: AudioFactory) -> None:
 def test_truncated_m4a_without_index_fails_to_open(audio: AudioFactory) -> None:
     signal = audio.sines(44100, sample_rate=44100, channels=2)
     path = _truncate(audio.pyav("cut.m4a", signal, sample_rate=44100))  # moov atom at the end
-    with pytest.raises(MssError) as exc_info:
-        probe(path)
-    _assert_error(exc_info, AudioDecodeError, "cut.m4a")
+    _assert_raises(lambda: probe(path), AudioDecodeError, "cut.m4a")
 
 
 def test_truncated_faststart_m4a_fails_while_decoding(audio: AudioFactory) -> None:
@@ -441,9 +429,7 @@ def test_truncated_faststart_m4a_fails_while_decoding(audio: AudioFactory) -> No
         audio.pyav("cut.m4a", signal, sample_rate=44100, options={"movflags": "+faststart"})
     )
     assert probe(path).frames == 44100  # the index up front still promises the whole track
-    with pytest.raises(MssError) as exc_info:
-        _decode(path)
-    _assert_error(exc_info, AudioDecodeError, "cut.m4a")
+    _assert_raises(lambda: _decode(path), AudioDecodeError, "cut.m4a")
 
 
 @pytest.mark.parametrize(
@@ -464,9 +450,7 @@ def test_recognised_but_unsupported(
         path = audio.soundfile(name, signal, sample_rate=48000, **options)
     else:
         path = audio.pyav(name, signal, sample_rate=48000, **options)
-    with pytest.raises(MssError) as exc_info:
-        probe(path)
-    _assert_error(exc_info, UnsupportedFormatError, name)
+    _assert_raises(lambda: probe(path), UnsupportedFormatError, name)
 
 
 def test_file_deleted_between_passes(audio: AudioFactory) -> None:
@@ -475,9 +459,7 @@ def test_file_deleted_between_passes(audio: AudioFactory) -> None:
     )
     info = probe(path)
     path.unlink()
-    with pytest.raises(MssError) as exc_info:
-        list(read_blocks(path, info=info))
-    _assert_error(exc_info, InputNotFoundError, "gone.wav")
+    _assert_raises(lambda: list(read_blocks(path, info=info)), InputNotFoundError, "gone.wav")
 
 
 def test_the_package_streams_a_track_from_file_to_stem(audio: AudioFactory) -> None:

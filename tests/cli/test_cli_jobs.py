@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_args import IDENTITY_WAV32
 from click.testing import CliRunner
 
 from mss_jobs.cli import main
@@ -58,12 +59,7 @@ def test_submit_runs_the_job_system_and_downloads_stems(embedded_env: Path, tmp_
         str(tmp_path / "song.wav"),
         "-o",
         str(out),
-        "--model",
-        "identity",
-        "--format",
-        "wav",
-        "--bit-depth",
-        "32",
+        *IDENTITY_WAV32,
         "-q",
     )
 
@@ -211,12 +207,7 @@ def test_api_process_runs_jobs_with_its_embedded_worker(api_process: str, tmp_pa
         str(tmp_path / "t.wav"),
         "--api",
         api_process,
-        "--model",
-        "identity",
-        "--format",
-        "wav",
-        "--bit-depth",
-        "32",
+        *IDENTITY_WAV32,
         "-o",
         str(tmp_path / "out"),
         "-q",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from mss_jobs.cli import main
 from mss_jobs.models.config import load_model_config
@@ -65,6 +65,25 @@ def _checkpoint(tmp_path: Path, config_path: Path) -> Path:
     return path
 
 
+def _separate(tmp_path: Path, song: str, config: Path, checkpoint: Path, *options: str) -> Result:
+    """`mss separate tmp_path/song -o tmp_path/out` with `config` and `checkpoint`, quietly."""
+    return CliRunner().invoke(
+        main,
+        [
+            "separate",
+            str(tmp_path / song),
+            "-o",
+            str(tmp_path / "out"),
+            "--model-config",
+            str(config),
+            "--checkpoint",
+            str(checkpoint),
+            *options,
+            "-q",
+        ],
+    )
+
+
 def test_a_bs_roformer_checkpoint_separates_a_track(tmp_path: Path) -> None:
     config = tmp_path / "bs_roformer.yaml"
     config.write_text(BS_ROFORMER_YAML)
@@ -72,25 +91,17 @@ def test_a_bs_roformer_checkpoint_separates_a_track(tmp_path: Path) -> None:
     mix = np.random.default_rng(3).uniform(-0.5, 0.5, (int(RATE * 2.5), 2)).astype(np.float32)
     sf.write(tmp_path / "song.wav", mix, RATE, subtype="FLOAT")
 
-    result = CliRunner().invoke(
-        main,
-        [
-            "separate",
-            str(tmp_path / "song.wav"),
-            "-o",
-            str(tmp_path / "out"),
-            "--model-config",
-            str(config),
-            "--checkpoint",
-            str(checkpoint),
-            "--format",
-            "wav",
-            "--bit-depth",
-            "32",
-            "--derive",
-            "karaoke=mixture-vocals",
-            "-q",
-        ],
+    result = _separate(
+        tmp_path,
+        "song.wav",
+        config,
+        checkpoint,
+        "--format",
+        "wav",
+        "--bit-depth",
+        "32",
+        "--derive",
+        "karaoke=mixture-vocals",
     )
 
     assert result.exit_code == 0, result.output
@@ -113,20 +124,7 @@ def test_a_wrong_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     checkpoint = _checkpoint(tmp_path, other)
     sf.write(tmp_path / "a.wav", np.zeros((RATE, 2), np.float32), RATE)
 
-    result = CliRunner().invoke(
-        main,
-        [
-            "separate",
-            str(tmp_path / "a.wav"),
-            "-o",
-            str(tmp_path / "out"),
-            "--model-config",
-            str(config),
-            "--checkpoint",
-            str(checkpoint),
-            "-q",
-        ],
-    )
+    result = _separate(tmp_path, "a.wav", config, checkpoint)
 
     assert result.exit_code == 2
     assert "model.checkpoint_invalid" in result.output

@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -138,16 +139,33 @@ def _insert_job(connection: Connection, job_id: str, **values: object) -> None:
     )
 
 
+@contextmanager
+def _engines_at(url: str, reference_url: str, revision: str) -> Iterator[tuple[Engine, Engine]]:
+    """Engines on `url` and on a reference database, both upgraded to `revision`."""
+    migrate.upgrade(reference_url, revision)
+    reference = make_engine(reference_url)
+    migrate.upgrade(url, revision)
+    engine = make_engine(url)
+    try:
+        yield engine, reference
+    finally:
+        engine.dispose()
+        reference.dispose()
+
+
+def _assert_downgrades_to_reference(
+    url: str, revision: str, engine: Engine, reference: Engine
+) -> None:
+    migrate.downgrade(url, revision)
+    assert migrate.current_revision(url) == revision
+    assert _schema(engine) == _schema(reference)
+
+
 def test_0002_upgrades_existing_jobs_and_downgrades_to_exactly_0001(
     empty_url: str, new_empty_url: Callable[[], str]
 ) -> None:
-    reference_url = new_empty_url()
-    migrate.upgrade(reference_url, "0001")
-    reference = make_engine(reference_url)
-    migrate.upgrade(empty_url, "0001")
-    engine = make_engine(empty_url)
     old_job, batch_id, pending, queued = (uuid.uuid4().hex for _ in range(4))
-    try:
+    with _engines_at(empty_url, new_empty_url(), "0001") as (engine, reference):
         with engine.begin() as connection:  # 0001 had batch_id without a batches table
             _insert_job(connection, old_job, batch_id=uuid.uuid4().hex)
         migrate.upgrade(empty_url, "0002")
@@ -165,9 +183,7 @@ def test_0002_upgrades_existing_jobs_and_downgrades_to_exactly_0001(
             for job_id, status, line in ((pending, "pending", 1), (queued, "queued", 2)):
                 _insert_job(connection, job_id, status=status, batch_id=batch_id, batch_line=line)
 
-        migrate.downgrade(empty_url, "0001")
-        assert migrate.current_revision(empty_url) == "0001"
-        assert _schema(engine) == _schema(reference)
+        _assert_downgrades_to_reference(empty_url, "0001", engine, reference)
         with engine.begin() as connection:
             rows = connection.execute(text("SELECT id, status FROM jobs")).all()
         kept = {uuid.UUID(str(row[0])).hex: row[1] for row in rows}
@@ -178,21 +194,13 @@ def test_0002_upgrades_existing_jobs_and_downgrades_to_exactly_0001(
         }
         migrate.upgrade(empty_url)
         assert _schema_differences(engine) == []
-    finally:
-        engine.dispose()
-        reference.dispose()
 
 
 def test_0003_gives_existing_jobs_force_false_and_downgrades_to_exactly_0002(
     empty_url: str, new_empty_url: Callable[[], str]
 ) -> None:
-    reference_url = new_empty_url()
-    migrate.upgrade(reference_url, "0002")
-    reference = make_engine(reference_url)
-    migrate.upgrade(empty_url, "0002")
-    engine = make_engine(empty_url)
     old_job, new_job, forced = (uuid.uuid4().hex for _ in range(3))
-    try:
+    with _engines_at(empty_url, new_empty_url(), "0002") as (engine, reference):
         with engine.begin() as connection:
             _insert_job(connection, old_job, reused_from=None)
         migrate.upgrade(empty_url, "0003")
@@ -209,17 +217,12 @@ def test_0003_gives_existing_jobs_force_false_and_downgrades_to_exactly_0002(
         with pytest.raises(IntegrityError), engine.begin() as connection:
             _insert_job(connection, uuid.uuid4().hex, force=None)
 
-        migrate.downgrade(empty_url, "0002")
-        assert migrate.current_revision(empty_url) == "0002"
-        assert _schema(engine) == _schema(reference)
+        _assert_downgrades_to_reference(empty_url, "0002", engine, reference)
         with engine.begin() as connection:
             kept = connection.execute(text("SELECT count(*) FROM jobs")).scalar_one()
         assert kept == 3
         migrate.upgrade(empty_url)
         assert _schema_differences(engine) == []
-    finally:
-        engine.dispose()
-        reference.dispose()
 
 
 def test_migrated_schema_enforces_the_batch_constraints(empty_url: str) -> None:

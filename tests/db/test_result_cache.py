@@ -113,6 +113,14 @@ def finished(
     return job_id
 
 
+def decided(sessions: Sessions) -> tuple[uuid.UUID, int]:
+    """A claimed job that recorded its input and got its decision: its id and attempt."""
+    job_id = new_job(sessions)
+    attempt = claimed(sessions, job_id)
+    decide(sessions, job_id, attempt)
+    return job_id, attempt
+
+
 def read(sessions: Sessions, job_id: uuid.UUID) -> Job:
     with transaction(sessions) as session:
         job = job_queries.get_job(session, job_id=job_id)
@@ -237,9 +245,7 @@ def test_only_a_succeeded_job_with_the_same_content_model_params_and_outputs_cou
     finished(sessions, params={**PARAMS, "format": "wav"})
     finished(sessions, input_sha256="6b" * 32)
     finished(sessions, stems=())  # succeeded, yet nothing to copy
-    failed = new_job(sessions)
-    attempt = claimed(sessions, failed)
-    decide(sessions, failed, attempt)
+    failed, attempt = decided(sessions)
     record_stem(sessions, failed, attempt, "harmonic")
     with transaction(sessions) as session:
         job_transitions.mark_failed(
@@ -276,9 +282,7 @@ def test_a_stale_attempt_decides_nothing_and_records_nothing(sessions: Sessions)
 
 def test_mark_reused_finishes_the_job_with_its_source(sessions: Sessions) -> None:
     source = finished(sessions)
-    job_id = new_job(sessions)
-    attempt = claimed(sessions, job_id)
-    decide(sessions, job_id, attempt)
+    job_id, attempt = decided(sessions)
     with transaction(sessions) as session:
         assert mark_reused(session, job_id=job_id, attempt=attempt + 1, source=source) is None
         done = mark_reused(session, job_id=job_id, attempt=attempt, source=source)
@@ -295,9 +299,7 @@ def test_mark_reused_finishes_the_job_with_its_source(sessions: Sessions) -> Non
 
 def test_mark_reused_of_a_deleted_source_succeeds_without_the_link(sessions: Sessions) -> None:
     source = finished(sessions)
-    job_id = new_job(sessions)
-    attempt = claimed(sessions, job_id)
-    decide(sessions, job_id, attempt)
+    job_id, attempt = decided(sessions)
     with transaction(sessions) as session:
         assert job_transitions.delete_job(session, job_id=source)
 
@@ -310,9 +312,7 @@ def test_mark_reused_of_a_deleted_source_succeeds_without_the_link(sessions: Ses
 
 def test_deleting_the_source_keeps_the_reusing_job(sessions: Sessions) -> None:
     source = finished(sessions)
-    job_id = new_job(sessions)
-    attempt = claimed(sessions, job_id)
-    decide(sessions, job_id, attempt)
+    job_id, attempt = decided(sessions)
     with transaction(sessions) as session:
         mark_reused(session, job_id=job_id, attempt=attempt, source=source)
     with transaction(sessions) as session:

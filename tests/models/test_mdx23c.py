@@ -181,10 +181,14 @@ def test_published_size_loads_community_layout() -> None:
     assert (config["audio"]["chunk_size"] // 1024 + 1) % ours.config.frames_multiple == 0
 
 
-def test_autocast_bfloat16_stays_close_and_float32() -> None:
-    torch.manual_seed(3)
+def _two_stem_model_and_mixture(seed: int) -> tuple[MDX23C, torch.Tensor]:
+    torch.manual_seed(seed)
     ours = build_mdx23c(small_params(norm="InstanceNorm", act="gelu", stems=2)).eval()
-    mixture = 0.3 * torch.randn(2, 2, SAMPLES)
+    return ours, 0.3 * torch.randn(2, 2, SAMPLES)
+
+
+def test_autocast_bfloat16_stays_close_and_float32() -> None:
+    ours, mixture = _two_stem_model_and_mixture(3)
     with torch.inference_mode():
         exact = ours(mixture)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -197,9 +201,7 @@ def test_autocast_bfloat16_stays_close_and_float32() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_float16_autocast_matches_cpu() -> None:
-    torch.manual_seed(4)
-    ours = build_mdx23c(small_params(norm="InstanceNorm", act="gelu", stems=2)).eval()
-    mixture = 0.3 * torch.randn(2, 2, SAMPLES)
+    ours, mixture = _two_stem_model_and_mixture(4)
     with torch.inference_mode():
         exact = ours(mixture)
         gpu = ours.cuda()

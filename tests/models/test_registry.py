@@ -4,8 +4,6 @@ into a working separator, without any network."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 from demucs.htdemucs import HTDemucs
+from fresh_python import assert_python_succeeds
 from torch import nn
 
 from mss_jobs.core.pipeline import SeparationSettings
@@ -131,10 +130,7 @@ def test_builders_are_imported_lazily_by_dotted_path() -> None:
         "assert 'mss_jobs.models.nn.mdx23c' in sys.modules\n"
         "assert 'mss_jobs.models.nn.roformer' not in sys.modules\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
+    assert_python_succeeds(code, timeout=120)
     from mss_jobs.models.nn.roformer import build_mel_band_roformer
 
     assert builder_for("mel_band_roformer") is build_mel_band_roformer

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from fresh_python import assert_python_succeeds
 from real_services import new_bucket, s3_storage
 from safetensors.torch import save_file
 
@@ -430,19 +431,13 @@ def test_model_settings_are_validated(field_name: str, value: Any, variable: str
 
 
 def test_nothing_is_downloaded_at_import() -> None:
-    import subprocess
-    import sys
-
     code = (
         "import sys, socket\n"
         "def refuse(*a, **k): raise AssertionError('network used at import')\n"
         "socket.socket.connect = refuse\n"
         "import mss_jobs.models.registry, mss_jobs.models.catalog, workers.model_cache\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
+    assert_python_succeeds(code, timeout=120)
 
 
 # -- the CLI: mss-jobs models list|show|pull ----------------------------------------------------

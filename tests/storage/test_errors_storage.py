@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from real_services import s3_storage
 
 from mss_jobs.api.errors import http_status
 from mss_jobs.errors import (
@@ -18,7 +19,7 @@ from mss_jobs.errors import (
     StorageUnavailableError,
     TransientError,
 )
-from mss_jobs.storage import LocalStorage, S3Storage
+from mss_jobs.storage import LocalStorage
 
 
 @pytest.fixture
@@ -60,13 +61,10 @@ def test_a_storage_root_that_cannot_be_created_fails_for_good(tmp_path: Path) ->
 
 
 def test_an_unreachable_store_is_worth_a_retry(closed_endpoint: str, tmp_path: Path) -> None:
-    storage = S3Storage(
+    storage = s3_storage(
+        closed_endpoint,
         "mss-test-unreachable",
         prefix="jobs",
-        endpoint_url=closed_endpoint,
-        region="us-east-1",
-        access_key_id="MSSTESTACCESSKEY0001",
-        secret_access_key="mss-test-secret-do-not-print-0123456789",
         max_attempts=1,
         connect_timeout=1.0,
         read_timeout=1.0,

@@ -14,6 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
+from real_services import s3_storage
 
 from mss_jobs.errors import (
     ConfigError,
@@ -159,13 +160,10 @@ def closed_port_endpoint() -> str:
 def test_unreachable_endpoint_is_transient_and_quick(
     closed_port_endpoint: str, make_file: MakeFile, tmp_path: Path
 ) -> None:
-    storage = S3Storage(
+    storage = s3_storage(
+        closed_port_endpoint,
         "mss-test-unreachable",
         prefix="jobs",
-        endpoint_url=closed_port_endpoint,
-        region=REGION,
-        access_key_id=ACCESS_KEY_ID,
-        secret_access_key=SECRET_ACCESS_KEY,
         max_attempts=1,
         connect_timeout=1.0,
         read_timeout=1.0,

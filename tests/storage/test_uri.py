@@ -39,25 +39,6 @@ def test_s3_uris_round_trip(uri: str, bucket: str, key: str) -> None:
     assert parse_uri(uri) == parsed
 
 
-@pytest.mark.parametrize(
-    ("uri", "message"),
-    [
-        ("s3://", "no bucket"),
-        ("s3:///key", "no bucket"),
-        ("s3://bucket", "no object key"),
-        ("s3://bucket/", "no object key"),
-        ("s3://Bad_Bucket/key", "bucket name"),
-        ("s3://b/key", "bucket name"),
-        ("s3:/bucket/key", "unsupported"),
-        ("S3://bucket/key", "unsupported"),
-    ],
-)
-def test_malformed_s3_uris_name_the_uri(uri: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message) as caught:
-        parse_uri(uri)
-    assert uri in caught.value.message
-
-
 def test_file_uris_round_trip_with_percent_encoding() -> None:
     path = PurePosixPath("/data/my songs/Sóng #1.wav")
     uri = format_file_uri(path)
@@ -69,6 +50,14 @@ def test_file_uris_round_trip_with_percent_encoding() -> None:
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
+        ("s3://", "no bucket"),
+        ("s3:///key", "no bucket"),
+        ("s3://bucket", "no object key"),
+        ("s3://bucket/", "no object key"),
+        ("s3://Bad_Bucket/key", "bucket name"),
+        ("s3://b/key", "bucket name"),
+        ("s3:/bucket/key", "unsupported"),
+        ("S3://bucket/key", "unsupported"),
         ("file:///data/../etc/passwd", r"'\.\.'"),
         ("file:///data/%2E%2E/etc/passwd", r"'\.\.'"),
         ("file://remote-host/data/x.wav", "remote host"),
@@ -77,7 +66,7 @@ def test_file_uris_round_trip_with_percent_encoding() -> None:
         ("file:///data/%00x.wav", "NUL"),
     ],
 )
-def test_malformed_file_uris_name_the_uri(uri: str, message: str) -> None:
+def test_malformed_s3_and_file_uris_name_the_uri(uri: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         parse_uri(uri)
     assert uri in caught.value.message

@@ -17,9 +17,15 @@ from typing import Any
 
 import pytest
 import redis
-from worker_harness import JOB_TIMEOUT, PREFIX, Submitter, WorkerProcess, wav_bytes
+from worker_harness import (
+    JOB_TIMEOUT,
+    InProcessRequest,
+    InProcessTask,
+    Submitter,
+    WorkerProcess,
+    wav_bytes,
+)
 
-from mss_jobs.db.job_intake import create_job
 from mss_jobs.db.job_queries import list_events, list_outputs
 from mss_jobs.db.job_transitions import (
     claim_job,
@@ -68,19 +74,7 @@ def create(
     priority: int = 5,
 ) -> uuid.UUID:
     """What the API does: upload the input under a new key, then create the row (not queued)."""
-    path = jobs.folder / f"{uuid.uuid4().hex}.wav"
-    path.write_bytes(content)
-    stored = jobs.storage.upload_file(path, f"{PREFIX}/inputs/{path.name}")
-    with transaction(jobs.sessions) as session:
-        job = create_job(
-            session,
-            model="identity",
-            params=dict(params),
-            input_uri=stored.uri,
-            force=force,
-            priority=priority,
-        )
-        return job.id
+    return jobs.create(content, params=params, force=force, priority=priority)
 
 
 def submit(jobs: Submitter, content: bytes, **options: Any) -> uuid.UUID:
@@ -307,14 +301,6 @@ def test_the_deferral_countdown_doubles_up_to_its_caps() -> None:
 
 
 @dataclass
-class _Request:
-    delivery_info: dict[str, Any]
-    id: str = "in-process"
-    retries: int = 0
-    hostname: str = "in-process"
-
-
-@dataclass
 class _RecordingApp:
     """Stands in for the Celery app: records `send_task` calls, or refuses them."""
 
@@ -328,16 +314,6 @@ class _RecordingApp:
         return type("Result", (), {"id": options["task_id"]})()
 
 
-@dataclass
-class _InProcessTask:
-    request: _Request
-    app: _RecordingApp
-    max_retries: int = 5
-
-    def update_state(self, *, state: str, meta: dict[str, Any]) -> None:
-        raise NotImplementedError("no result backend")
-
-
 def test_a_deferred_job_is_published_again_on_its_queue_and_priority_with_a_countdown(
     jobs: Submitter, settings: Settings
 ) -> None:
@@ -345,7 +321,7 @@ def test_a_deferred_job_is_published_again_on_its_queue_and_priority_with_a_coun
     twin, _ = running_twin(jobs, content)
     job_id = create(jobs, content, priority=7)
     app = _RecordingApp()
-    task = _InProcessTask(_Request(delivery_info={"routing_key": "bulk"}), app)
+    task = InProcessTask(InProcessRequest(delivery_info={"routing_key": "bulk"}), app)
     context = build_context(settings)
     try:
         assert run_separation(task, str(job_id), context) == "deferred"  # type: ignore[arg-type]
@@ -372,7 +348,7 @@ def test_a_deferred_job_the_broker_refuses_is_run_where_it_is(
     content = unique_audio(0.5)
     running_twin(jobs, content)
     job_id = create(jobs, content)
-    task = _InProcessTask(_Request(delivery_info={}), _RecordingApp(refuse=True))
+    task = InProcessTask(InProcessRequest(delivery_info={}), _RecordingApp(refuse=True))
     context = build_context(settings)
     try:
         assert run_separation(task, str(job_id), context) == "succeeded"  # type: ignore[arg-type]

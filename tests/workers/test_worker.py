@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
-from worker_harness import Submitter, WorkerProcess, wav_bytes
+from worker_harness import InProcessRequest, InProcessTask, Submitter, WorkerProcess, wav_bytes
 
 from mss_jobs.db.job_queries import list_outputs
 from mss_jobs.db.job_transitions import cancel_job, claim_job, record_output
@@ -124,25 +122,6 @@ def test_duplicate_delivery_runs_the_job_once(
     assert _stored_outputs(storage, job_id) == [f"{folder}copy.wav", f"{folder}mixture.wav"]
 
 
-@dataclass
-class _Request:
-    delivery_info: dict[str, Any]
-    id: str = "in-process"
-    retries: int = 0
-    hostname: str = "in-process"
-
-
-@dataclass
-class _InProcessTask:
-    """Stands in for Celery's bound task when the task body runs in the test process."""
-
-    request: _Request
-    max_retries: int = 5
-
-    def update_state(self, *, state: str, meta: dict[str, Any]) -> None:
-        raise NotImplementedError("no result backend")  # what Celery raises without one
-
-
 def test_redelivered_run_overwrites_the_dead_attempts_outputs(
     jobs: Submitter, storage: S3Storage, settings: Settings
 ) -> None:
@@ -165,8 +144,8 @@ def test_redelivered_run_overwrites_the_dead_attempts_outputs(
         )
         assert stale is not None
     context = build_context(settings)
-    first_delivery = _InProcessTask(_Request(delivery_info={}))
-    redelivery = _InProcessTask(_Request(delivery_info={"redelivered": True}))
+    first_delivery = InProcessTask(InProcessRequest(delivery_info={}))
+    redelivery = InProcessTask(InProcessRequest(delivery_info={"redelivered": True}))
 
     try:
         assert run_separation(first_delivery, str(job_id), context) == "skipped"  # running

@@ -1,5 +1,6 @@
-"""Helpers for the worker tests: test audio and job submission; the `celery worker` subprocess
-(`WorkerProcess`) lives in `tests/service_processes.py` and is re-exported here."""
+"""Helpers for the worker tests: test audio, job submission and stand-ins for Celery's bound task
+(`InProcessTask`); the `celery worker` subprocess (`WorkerProcess`) lives in
+`tests/service_processes.py` and is re-exported here."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mss_jobs.db.job_intake import create_job
 from mss_jobs.db.schema import Job
 from mss_jobs.db.session import transaction
+from mss_jobs.domain.lifecycle import DEFAULT_PRIORITY
 from mss_jobs.storage import S3Storage
 from workers.tasks import enqueue
 
@@ -33,6 +35,8 @@ __all__ = [
     "PREFIX",
     "REPO_ROOT",
     "SAMPLE_RATE",
+    "InProcessRequest",
+    "InProcessTask",
     "Submitter",
     "WorkerProcess",
     "wav_bytes",
@@ -66,6 +70,7 @@ class Submitter:
         model: str = "identity",
         params: Mapping[str, Any] | None = None,
         force: bool = False,
+        priority: int = DEFAULT_PRIORITY,
     ) -> uuid.UUID:
         """Upload `content` and create its job; `force` bypasses the result cache (a test that
         needs the model to run on audio another test already separated)."""
@@ -79,6 +84,7 @@ class Submitter:
                 params=dict(params or {}),
                 input_uri=stored.uri,
                 force=force,
+                priority=priority,
             )
             return job.id
 
@@ -114,3 +120,24 @@ class Submitter:
             time.sleep(0.05)
         log = worker.log() if worker is not None else ""
         pytest.fail(f"job {job_id} still {self.job(job_id).status} after {timeout} s\n{log}")
+
+
+@dataclass
+class InProcessRequest:
+    delivery_info: dict[str, Any]
+    id: str = "in-process"
+    retries: int = 0
+    hostname: str = "in-process"
+
+
+@dataclass
+class InProcessTask:
+    """Stands in for Celery's bound task when the task body runs in the test process; `app`
+    stands in for the Celery app where the task body publishes."""
+
+    request: InProcessRequest
+    app: Any = None
+    max_retries: int = 5
+
+    def update_state(self, *, state: str, meta: dict[str, Any]) -> None:
+        raise NotImplementedError("no result backend")  # what Celery raises without one
