@@ -34,10 +34,9 @@ REDIS_INDEX = 14
 
 
 def _lock() -> dict[str, dict[str, object]]:
-    packages = tomllib.loads((ROOT / "uv.lock").read_text())["package"]
-    return {p["name"]: p for p in packages if p["name"] != "mss-jobs"} | {
-        "mss-jobs": next(p for p in packages if p["name"] == "mss-jobs")
-    }
+    """Lock entries by package name (a name locked at two versions keeps one: only names and
+    dependency edges matter here)."""
+    return {p["name"]: p for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
 
 
 def _closure(lock: dict[str, dict[str, object]], roots: list[str]) -> set[str]:
@@ -51,14 +50,10 @@ def _closure(lock: dict[str, dict[str, object]], roots: list[str]) -> set[str]:
         seen.add(name)
         package = lock[name]
         deps = list(package.get("dependencies", []))  # type: ignore[call-overload]
-        for extra in _extras_used(package, deps):
+        for extra in [e for d in deps for e in d.get("extra", [])]:
             deps += package["optional-dependencies"][extra]  # type: ignore[index]
         todo += [dep["name"] for dep in deps]
     return seen
-
-
-def _extras_used(package: dict[str, object], deps: list[dict[str, object]]) -> list[str]:
-    return [e for d in deps for e in d.get("extra", [])]  # type: ignore[attr-defined]
 
 
 def _direct(group: str) -> list[dict[str, object]]:

@@ -10,8 +10,8 @@ import soundfile as sf
 import torch
 
 from mss_jobs.audio.decode import probe, read_blocks
-from mss_jobs.core.derived import parse_derived
 from mss_jobs.core.pipeline import SeparationSettings
+from mss_jobs.domain.derived import parse_derived
 from mss_jobs.errors import AudioDecodeError, ConfigError, NonFiniteAudioError
 from mss_jobs.models.identity import IdentitySeparator
 from mss_jobs.runner import FileSeparation, OutputSpec, RunProgress, separate_file

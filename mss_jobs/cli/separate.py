@@ -19,8 +19,8 @@ from mss_jobs.errors import MssError
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from mss_jobs.core.derived import DerivedStem
     from mss_jobs.core.pipeline import SeparationSettings
+    from mss_jobs.domain.derived import DerivedStem
     from mss_jobs.domain.units import BitDepth, OutputFormat, WindowShape
     from mss_jobs.models.base import Separator
     from mss_jobs.runner import FileSeparation, OutputSpec, RunProgress
@@ -143,7 +143,7 @@ def _track_dirs(inputs: Sequence[Path], out_dir: Path) -> list[Path]:
 
 
 def _derived(specs: Sequence[str]) -> tuple[DerivedStem, ...]:
-    from mss_jobs.core.derived import parse_derived
+    from mss_jobs.domain.derived import parse_derived
 
     return tuple(parse_derived(spec) for spec in specs)
 

@@ -1,7 +1,7 @@
 """Applying derived stems to separated audio: the torch half of `mss_jobs.domain.derived`.
 
 The rules themselves (`DerivedStem`, `parse_derived`, `resolve_derived`) are torch-free and live
-in the domain; they are re-exported here for the pipeline's callers.
+in the domain; import them from there.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from mss_jobs.domain.derived import STEM_NAME_PATTERN, DerivedStem, parse_derived, resolve_derived
+from mss_jobs.domain.derived import DerivedStem
 from mss_jobs.domain.units import StemName
 
-__all__ = ["STEM_NAME_PATTERN", "DerivedStem", "apply_derived", "parse_derived", "resolve_derived"]
+__all__ = ["apply_derived"]
 
 
 def apply_derived(

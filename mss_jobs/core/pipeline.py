@@ -19,7 +19,7 @@ import torch
 
 from mss_jobs.core.channels import ChannelAdapter
 from mss_jobs.core.chunking import ChunkPlan, ChunkStream, PaddingMode, Stitcher
-from mss_jobs.core.derived import DerivedStem, apply_derived, parse_derived, resolve_derived
+from mss_jobs.core.derived import apply_derived
 from mss_jobs.core.normalize import (
     IDENTITY_STATS,
     NormalizationStats,
@@ -29,6 +29,7 @@ from mss_jobs.core.normalize import (
     normalize,
 )
 from mss_jobs.core.spectral import overlap_add_window
+from mss_jobs.domain.derived import DerivedStem, parse_derived, resolve_derived
 from mss_jobs.domain.units import (
     MIXTURE,
     BatchSize,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mss_jobs.core.derived import DerivedStem, apply_derived, parse_derived, resolve_derived
+from mss_jobs.core.derived import apply_derived
+from mss_jobs.domain.derived import DerivedStem, parse_derived, resolve_derived
 from mss_jobs.errors import ConfigError, DerivedStemsError
 
 MODEL_STEMS = ("vocals", "drums", "bass", "other")

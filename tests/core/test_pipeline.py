@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mss_jobs.core.chunking import ChunkPlan, PaddingMode
-from mss_jobs.core.derived import parse_derived
 from mss_jobs.core.normalize import compute_stats
 from mss_jobs.core.pipeline import (
     Progress,
@@ -25,6 +24,7 @@ from mss_jobs.core.pipeline import (
     separate_stream,
     separate_tensor,
 )
+from mss_jobs.domain.derived import parse_derived
 from mss_jobs.domain.units import StemName, WindowShape
 from mss_jobs.errors import ConfigError, DerivedStemsError, EmptyAudioError, NonFiniteAudioError
 from mss_jobs.models.base import ChunkDefaults
